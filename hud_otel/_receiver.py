@@ -717,17 +717,14 @@ class OtlpReceiver:
         with self._cond:
             return [m for m in self._metrics if name is None or m.name == name]
 
-    def requests(
-        self, signal: Optional[str] = None, protocol: Optional[str] = None
-    ) -> List[RequestRecord]:
+    def requests(self, signal: Optional[str] = None, protocol: Optional[str] = None) -> List[RequestRecord]:
         """The kept request records (headers, status...) in arrival order, optionally filtered by
         ``signal`` (``"traces"``/``"metrics"``) and ``protocol`` (``"grpc"``/``"http"``)."""
         with self._cond:
             return [
                 r
                 for r in self._requests
-                if (signal is None or r.signal == signal)
-                and (protocol is None or r.protocol == protocol)
+                if (signal is None or r.signal == signal) and (protocol is None or r.protocol == protocol)
             ]
 
     def request_count(
@@ -891,9 +888,7 @@ class OtlpReceiver:
                 return fault
         return None
 
-    def _handle(
-        self, signal: str, protocol: str, request: object, headers: Dict[str, str]
-    ) -> _Outcome:
+    def _handle(self, signal: str, protocol: str, request: object, headers: Dict[str, str]) -> _Outcome:
         """Decode, store and answer one export request; never raises."""
         with self._cond:
             delay = self._delay_s
@@ -1132,9 +1127,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
             self._send_status(404, "NOT_FOUND", f"no OTLP endpoint at {path}", as_json)
             return
         if content_type not in _PROTOBUF_TYPES and not as_json:
-            self._send_status(
-                415, "INVALID_ARGUMENT", f"unsupported Content-Type {content_type!r}", as_json
-            )
+            self._send_status(415, "INVALID_ARGUMENT", f"unsupported Content-Type {content_type!r}", as_json)
             return
         request = self._parse(signal, body, as_json)
         headers = {k.lower(): v for k, v in self.headers.items()}
