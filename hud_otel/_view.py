@@ -73,6 +73,7 @@ from typing import (
     Union,
 )
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -553,10 +554,26 @@ def _fmt_ms(value: Optional[float]) -> str:
     if value is None:
         return "-"
     if value >= 1000:
-        return f"{value / 1000:.2f} s"
+        return f"{value / 1000:.2f}s"
     if value >= 10:
-        return f"{value:.1f} ms"
-    return f"{value:.2f} ms"
+        return f"{value:.1f}ms"
+    return f"{value:.2f}ms"
+
+
+def _table(title: str) -> Table:
+    # A light frame: the tables have up to ten columns and must stay readable at 80 characters.
+    return Table(
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+    )
+
+
+def _number_columns(table: Table, names: Sequence[str]) -> None:
+    for name in names:
+        table.add_column(name, justify="right", no_wrap=True)
 
 
 def _fmt_rate(rate: float) -> Text:
@@ -570,12 +587,11 @@ def _fmt_errors(errors: Sequence[ErrorCount]) -> str:
 
 def custom_flows_table(view: View) -> Table:
     """The Custom Flows table of a view."""
-    table = Table(title="Custom Flows", title_justify="left", expand=False)
-    table.add_column("Flow", style="bold")
-    table.add_column("Framework")
-    for column in ("Invocations", "Failures", "Error rate", "p50", "p95", "Max"):
-        table.add_column(column, justify="right")
-    table.add_column("Top errors")
+    table = _table("Custom Flows")
+    table.add_column("Flow", style="bold cyan", overflow="fold", min_width=10)
+    table.add_column("Frame-\nwork", overflow="fold")
+    _number_columns(table, ("Invoca-\ntions", "Fail-\nures", "Error\nrate", "p50", "p95", "Max"))
+    table.add_column("Top errors", overflow="fold")
     for row in view["custom_flows"]:
         stats = row["duration_ms"]
         table.add_row(
@@ -596,13 +612,22 @@ def custom_flows_table(view: View) -> Table:
 
 def queues_table(view: View) -> Table:
     """The Queues table of a view."""
-    table = Table(title="Queues", title_justify="left", expand=False)
-    table.add_column("Flow", style="bold")
-    table.add_column("Framework")
-    columns = ("Invocations", "Messages", "Error rate", "p50 proc", "p95 proc", "p50 wait", "p95 wait")
-    for column in columns:
-        table.add_column(column, justify="right")
-    table.add_column("Top errors")
+    table = _table("Queues")
+    table.add_column("Flow", style="bold cyan", overflow="fold", min_width=10)
+    table.add_column("Frame-\nwork", overflow="fold")
+    _number_columns(
+        table,
+        (
+            "Invoca-\ntions",
+            "Mes-\nsages",
+            "Error\nrate",
+            "p50\nproc",
+            "p95\nproc",
+            "p50\nwait",
+            "p95\nwait",
+        ),
+    )
+    table.add_column("Top errors", overflow="fold")
     for row in view["queues"]:
         proc, wait = row["processing_ms"], row["queue_wait_ms"]
         table.add_row(
@@ -624,7 +649,7 @@ def queues_table(view: View) -> Table:
 
 def skipped_table(view: View) -> Table:
     """The skipped flows by reason."""
-    table = Table(title="Skipped flows", title_justify="left", expand=False)
+    table = _table("Skipped flows")
     table.add_column("Reason")
     table.add_column("Count", justify="right")
     for reason, count in view["skipped"].items():
@@ -650,12 +675,9 @@ def render_detail(detail: DetailView) -> RenderableType:
     tables: List[RenderableType] = []
     for entry in detail["entries"]:
         summary = entry["summary"]
-        table = Table(
-            title=(
-                f"{detail['flow']} ({entry['flow_type']}, {entry['framework']}): "
-                f"{summary['invocations']} invocation(s), {summary['failures']} failure(s)"
-            ),
-            title_justify="left",
+        table = _table(
+            f"{detail['flow']} ({entry['flow_type']}, {entry['framework']}): "
+            f"{summary['invocations']} invocation(s), {summary['failures']} failure(s)"
         )
         table.add_column("Start (UTC)")
         table.add_column("Outcome")
@@ -666,7 +688,7 @@ def render_detail(detail: DetailView) -> RenderableType:
             table.add_column("Msgs", justify="right")
         table.add_column("Error")
         table.add_column("Context")
-        table.add_column("Trace id", style="dim")
+        table.add_column("Trace id", style="dim", overflow="fold")
         for inv in entry["recent"]:
             outcome_style = {"failure": "red", "cancelled": "yellow"}.get(inv["outcome"], "green")
             error = inv["error"] or ""
@@ -674,7 +696,7 @@ def render_detail(detail: DetailView) -> RenderableType:
                 error = f"{error}: {inv['status_description']}" if error else inv["status_description"]
             context = ", ".join(f"{k}={v!r}" for k, v in inv["context"].items())
             cells: List[Union[str, Text]] = [
-                inv["start_time"],
+                inv["start_time"][11:23],  # the time of day; the JSON has the full timestamp
                 Text(inv["outcome"], style=outcome_style),
                 _fmt_ms(inv["duration_ms"]),
             ]
