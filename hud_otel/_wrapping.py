@@ -73,6 +73,11 @@ class DecoratedFlow:
 
 
 def code_attributes(fn: Any) -> dict[str, str]:
+    """``code.function.name`` (module-qualified) and ``code.file.path`` of what is decorated."""
+    if isinstance(fn, (classmethod, staticmethod)):
+        fn = fn.__func__
+    elif isinstance(fn, functools.partial):
+        fn = fn.func
     attrs: dict[str, str] = {}
     qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
     if isinstance(qualname, str):

@@ -283,9 +283,8 @@ def test_exception_escaping_a_decorated_function_or_with_body_fails_the_flow_and
         with pytest.raises(ValueError) as raised:
             decorated()
         assert raised.value is boom
-        with pytest.raises(KeyError):
-            with hud_sdk.sync_flow("block"):
-                raise KeyError("k")
+        with pytest.raises(KeyError), hud_sdk.sync_flow("block"):
+            raise KeyError("k")
         first, second = flows.spans()
         assert whole(first)["status"] == ("ERROR", "ValueError: bad input")
         assert whole(first)["events"] == ["exception"]
@@ -296,7 +295,8 @@ def test_exception_escaping_a_decorated_function_or_with_body_fails_the_flow_and
             "kind": "INTERNAL",
             "parent": None,
             "attributes": custom(
-                "block", **{"hud.flow.outcome": "failure", "error.type": "KeyError", "hud.flow.error": "KeyError"}
+                "block",
+                **{"hud.flow.outcome": "failure", "error.type": "KeyError", "hud.flow.error": "KeyError"},
             ),
             "status": ("ERROR", "KeyError: 'k'"),
             "links": [],
@@ -308,9 +308,8 @@ def test_systemexit_zero_or_none_generatorexit_and_a_consumer_break_out_of_a_gen
     """Normal ways of stopping are successes, not failures."""
     with capture_flows() as flows:
         for code in (0, None):
-            with pytest.raises(SystemExit):
-                with hud_sdk.sync_flow(f"exit-{code}"):
-                    raise SystemExit(code)
+            with pytest.raises(SystemExit), hud_sdk.sync_flow(f"exit-{code}"):
+                raise SystemExit(code)
 
         @hud_sdk.sync_flow("gen")
         def numbers():
@@ -334,12 +333,10 @@ def test_systemexit_zero_or_none_generatorexit_and_a_consumer_break_out_of_a_gen
 def test_systemexit_non_zero_and_keyboardinterrupt_fail_the_flow_with_the_class_name():
     """SystemExit(3) and KeyboardInterrupt are failures named after their class, and still propagate."""
     with capture_flows() as flows:
-        with pytest.raises(SystemExit):
-            with hud_sdk.sync_flow("exit-3"):
-                raise SystemExit(3)
-        with pytest.raises(KeyboardInterrupt):
-            with hud_sdk.sync_flow("interrupted"):
-                raise KeyboardInterrupt
+        with pytest.raises(SystemExit), hud_sdk.sync_flow("exit-3"):
+            raise SystemExit(3)
+        with pytest.raises(KeyboardInterrupt), hud_sdk.sync_flow("interrupted"):
+            raise KeyboardInterrupt
         assert [(f.name, f.outcome, f.error) for f in flows.flows()] == [
             ("exit-3", "failure", "SystemExit"),
             ("interrupted", "failure", "KeyboardInterrupt"),
@@ -405,7 +402,9 @@ def test_set_failure_then_the_flow_ends_without_exception_fails_it_values_to_con
         (404, "failure", "404"),
     ],
 )
-def test_end_flow_failure_reason_fails_unless_none_or_empty_and_a_non_str_is_turned_to_str(reason, outcome, error):
+def test_end_flow_failure_reason_fails_unless_none_or_empty_and_a_non_str_is_turned_to_str(
+    reason, outcome, error
+):
     """end_flow(reason): failed with that reason; None and "" mean success; 404 becomes "404"."""
     with capture_flows() as flows:
         hud_sdk.start_flow("cron")
@@ -419,10 +418,9 @@ def test_end_flow_failure_reason_fails_unless_none_or_empty_and_a_non_str_is_tur
 def test_set_failure_and_an_escaping_exception_the_set_failure_name_wins_and_the_exception_event_stays():
     """The user's own word wins as the error; the exception still gets its event."""
     with capture_flows() as flows:
-        with pytest.raises(RuntimeError):
-            with hud_sdk.sync_flow("job"):
-                hud_sdk.set_failure("CleanupFailed")
-                raise RuntimeError("disk full")
+        with pytest.raises(RuntimeError), hud_sdk.sync_flow("job"):
+            hud_sdk.set_failure("CleanupFailed")
+            raise RuntimeError("disk full")
         (span,) = flows.spans()
         assert span.attributes["error.type"] == "CleanupFailed"
         assert span.attributes["hud.flow.error"] == "CleanupFailed"
@@ -488,9 +486,8 @@ def test_an_internal_error_is_reraised_under_the_projects_own_test_suite(monkeyp
 
     with capture_flows():
         monkeypatch.setattr(_invocation, "_start", broken)
-        with pytest.raises(RuntimeError, match="hud_otel bug"):
-            with hud_sdk.sync_flow("job"):
-                pass
+        with pytest.raises(RuntimeError, match="hud_otel bug"), hud_sdk.sync_flow("job"):
+            pass
 
 
 def test_queue_flow_with_a_negative_end_to_end_time_records_none_and_counts_clock_skew():
