@@ -18,6 +18,7 @@ from ._invocation import (
     current_target,
     definition_for,
     enter,
+    innermost_frame_of,
     leave,
 )
 from ._state import STATE, Runtime, warn_unregistered
@@ -111,9 +112,7 @@ class SyncFlow(_FlowSpec):
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        frame = _FRAME.get()
-        if frame is not None and frame.owner is self:
-            leave(frame, exc)
+        leave(innermost_frame_of(self), exc)
 
 
 class AsyncFlow(_FlowSpec):
@@ -138,9 +137,7 @@ class AsyncFlow(_FlowSpec):
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        frame = _FRAME.get()
-        if frame is not None and frame.owner is self:
-            leave(frame, exc)
+        leave(innermost_frame_of(self), exc)
 
 
 @overload

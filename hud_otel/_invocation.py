@@ -430,17 +430,44 @@ def _start(
 
 
 def leave(frame: Optional[Frame], exc: Optional[BaseException], reason: object = None) -> None:
-    """Pop ``frame`` and, if it started a flow, end it; never raises."""
+    """Pop ``frame`` and, if it started a flow, end it; never raises.
+
+    Frames still open above ``frame`` (a ``start_flow`` inside the block without its ``end_flow``) go
+    with it: popping ``frame`` restores the context from before it, and a flow such a frame started
+    ends here, as the block that contained it does, instead of staying open forever.
+    """
     if frame is None:
         return
     try:
+        abandoned = _frames_above(frame)
         pop(frame)
+        for above in abandoned:
+            if above.invocation is not None and not above.invocation.ended:
+                finish(above.invocation, exc)
         inv = frame.invocation
         if inv is not None and not inv.ended:
             finish(inv, exc, reason)
     except Exception as internal:
         with internal_guard:
             raise internal
+
+
+def _frames_above(frame: Frame) -> list[Frame]:
+    """The frames pushed on top of ``frame`` in this context, innermost first (none if it is not here)."""
+    above: list[Frame] = []
+    current = _FRAME.get()
+    while current is not None and current is not frame:
+        above.append(current)
+        current = current.parent
+    return above if current is frame else []
+
+
+def innermost_frame_of(owner: object) -> Optional[Frame]:
+    """The innermost frame ``owner`` pushed in this context, even under frames left open above it."""
+    frame = _FRAME.get()
+    while frame is not None and frame.owner is not owner:
+        frame = frame.parent
+    return frame
 
 
 def finish(inv: Invocation, exc: Optional[BaseException], end_reason: object = None) -> None:
