@@ -3,19 +3,28 @@
 Every span any instrumentation starts passes through ``on_start``. A span inherits its parent's *entry*
 (the flow or request it runs inside), so "inside a request" holds even with INTERNAL spans between the
 request and the flow. The flow API asks :func:`entry_of` the same question before it starts a span.
+
+Spans another tracer marks as flows (``hud.flow_type`` among the attributes given at start) obey the
+same rules here: one that is nested, inside a request, badly named or over the name cap is demoted to an
+ordinary span (``hud.flow.skipped_reason`` recorded, ``hud.flow_type`` removed) and counted in
+``hud.flow.skipped``; one that obeys them is a flow whose metrics this processor records when it ends.
+hud_otel's own flows are started with :data:`FLOW_ROOT_CONTEXT`, have already been judged by the flow API
+and record their own metrics, so the processor leaves them alone.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import _attributes as A
-from ._guard import internal_guard
+from ._guard import internal_guard, warn_once
+from ._state import STATE
 
 # The parent context hud_otel's own flows are started with: the processor recognises it by identity and
 # leaves the span alone (the flow API has already applied the rules to it).
@@ -23,7 +32,27 @@ FLOW_ROOT_CONTEXT = Context()
 
 # Where a span's entry is kept on the span object itself, so it lives and dies with the span.
 _ENTRY_ATTR = "_hud_otel_entry"
-_REQUEST_KINDS = (SpanKind.SERVER, SpanKind.CONSUMER)
+_SERVER = SpanKind.SERVER
+_CONSUMER = SpanKind.CONSUMER
+_FLOW_TYPE = A.FLOW_TYPE
+_FLOW_NAME = A.FLOW_NAME
+_FLOW_TYPES = ("custom", "queue")
+_OUTCOMES = (A.OUTCOME_SUCCESS, A.OUTCOME_FAILURE, A.OUTCOME_CANCELLED)
+# error.type when a failed raw-API flow names no error (the semantic conventions' catch-all value).
+_OTHER_ERROR = "_OTHER"
+# SDKs since 1.3x tell processors, with the span object itself, that a span is ending; older ones only
+# hand a read-only copy to on_end, so open entries are then found again by span id.
+_HAS_ON_ENDING = hasattr(SpanProcessor, "_on_ending")
+
+# The context key under which OpenTelemetry keeps the current span, found through the public API. Reading
+# it straight from the context costs a third of trace.get_current_span(), on a path every span takes.
+(_span_key,) = trace.set_span_in_context(trace.INVALID_SPAN, Context()).keys()
+_get_current = otel_context.get_current
+
+
+def _parent_span(parent_context: Optional[Context]) -> Any:
+    """The span ``parent_context`` (or, if None, the current context) holds, or None."""
+    return (parent_context if parent_context is not None else _get_current()).get(_span_key)
 
 
 class Entry:
@@ -51,6 +80,16 @@ class Entry:
         span.set_status(Status(StatusCode.ERROR, reason or error))
 
 
+class RawFlow(Entry):
+    """A span another tracer marked as a flow, admitted by the rules; its metrics are recorded at its end."""
+
+    __slots__ = ("base_metric_attrs",)
+
+    def __init__(self, span: Any, name: str, flow_type: str, framework: str) -> None:
+        super().__init__(span, name, True)
+        self.base_metric_attrs = {A.FLOW_NAME: name, A.FLOW_TYPE: flow_type, A.FRAMEWORK: framework}
+
+
 def entry_of(span: Any) -> Optional[Entry]:
     """The flow or request ``span`` runs inside, if any (ended ones included)."""
     return getattr(span, _ENTRY_ATTR, None)
@@ -75,39 +114,205 @@ class HudSpanProcessor(SpanProcessor):
     """
 
     def __init__(self) -> None:
-        # span_id -> entry for request spans that are still open, so on_end can mark them ended.
+        # span_id -> entry owned by an open span, kept only on SDKs without the ``_on_ending`` hook.
         self._open: dict[int, Entry] = {}
+
+    # -- start -------------------------------------------------------------------------------------
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         if parent_context is FLOW_ROOT_CONTEXT:
             return
-        with internal_guard:
-            self._on_start(span, parent_context)
-
-    def _on_start(self, span: Span, parent_context: Optional[Context]) -> None:
-        if span.kind in _REQUEST_KINDS:
-            attrs = span.attributes
-            if not attrs or A.FLOW_TYPE not in attrs:
-                entry = Entry(span, None, False)
-                attach_entry(span, entry)
-                self._open[span.context.span_id] = entry
+        # The hot path, run for every span: a plain try costs nothing until something fails.
+        try:
+            sp: Any = span
+            try:
+                flagged = _FLOW_TYPE in sp._attributes._dict
+            except AttributeError:  # pragma: no cover - an SDK whose attribute mapping differs
+                flagged = _FLOW_TYPE in (span.attributes or ())
+            if flagged:
+                self._flow_start(sp, parent_context)
                 return
-        parent_entry = entry_of(trace.get_current_span(parent_context))
-        if parent_entry is None:
+            ctx = parent_context if parent_context is not None else _get_current()
+            entry: Optional[Entry] = getattr(ctx.get(_span_key), _ENTRY_ATTR, None)
+            kind = span.kind
+            # A request span starts a new entry unless it runs inside a live one (a consumer polled
+            # inside a flow belongs to that flow).
+            if (kind is _SERVER or kind is _CONSUMER) and (entry is None or entry.ended):
+                self._open_entry(sp, Entry(sp, None, False))
+                return
+            if entry is not None:
+                sp._hud_otel_entry = entry
+                if entry.is_flow and not entry.ended:
+                    _stamp(sp, entry.name or "")
+        except Exception as exc:
+            with internal_guard:
+                raise exc
+
+    def _open_entry(self, span: Any, entry: Entry) -> None:
+        attach_entry(span, entry)
+        if not _HAS_ON_ENDING:
+            self._open[span.context.span_id] = entry
+
+    def _flow_start(self, span: Any, parent_context: Optional[Context]) -> None:
+        """A span marked as a flow by another tracer: admit it, or demote it to an ordinary span."""
+        entry = entry_of(_parent_span(parent_context))
+        live = entry if entry is not None and not entry.ended else None
+        if live is None and parent_context is not None:
+            # Started with an explicit parent: the context the code runs in may still hold a flow.
+            current = entry_of(_parent_span(None))
+            if current is not None and not current.ended:
+                live = current
+        rt = STATE.runtime
+        reason: Optional[str] = None
+        key: Optional[tuple[str, str, str]] = None
+        if live is not None:
+            reason = A.REASON_NESTED if live.is_flow else A.REASON_IN_REQUEST
+        else:
+            key = _flow_key(span)
+            if key is None:
+                reason = A.REASON_INVALID_NAME
+            elif rt is not None and not rt.admit(key):
+                reason = A.REASON_NAME_CAP
+        if reason is None and key is not None:
+            flow_type, framework, name = key
+            attrs = span._attributes
+            if _FLOW_NAME not in attrs:
+                span.set_attribute(_FLOW_NAME, name)
+            if A.FRAMEWORK not in attrs:
+                span.set_attribute(A.FRAMEWORK, framework)
+            self._open_entry(span, RawFlow(span, name, flow_type, framework))
             return
-        attach_entry(span, parent_entry)
-        if parent_entry.is_flow and not parent_entry.ended:
-            span.set_attribute(A.FLOW_NAME, parent_entry.name or "")
+        assert reason is not None
+        _demote(span, reason, live)
+        if rt is not None:
+            rt.count_skip(reason)
+        # From here on it is an ordinary span.
+        if live is not None:
+            attach_entry(span, live)
+        elif span.kind is _SERVER or span.kind is _CONSUMER:
+            self._open_entry(span, Entry(span, None, False))
+        elif entry is not None:
+            attach_entry(span, entry)
+
+    # -- end ---------------------------------------------------------------------------------------
+
+    def _on_ending(self, span: Span) -> None:
+        entry = getattr(span, _ENTRY_ATTR, None)
+        if entry is not None and entry.span is span and not entry.ended:
+            try:
+                self._close(entry, span)
+            except Exception as exc:
+                with internal_guard:
+                    raise exc
 
     def on_end(self, span: ReadableSpan) -> None:
-        ctx = span.context
-        if ctx is not None and self._open:
-            entry = self._open.pop(ctx.span_id, None)
-            if entry is not None:
-                entry.ended = True
+        if self._open:
+            try:
+                ctx = span.context
+                entry = self._open.pop(ctx.span_id, None) if ctx is not None else None
+                if entry is not None and not entry.ended:
+                    self._close(entry, span)
+            except Exception as exc:
+                with internal_guard:
+                    raise exc
+
+    def _close(self, entry: Entry, span: ReadableSpan) -> None:
+        entry.ended = True
+        if type(entry) is RawFlow:
+            _record_flow_metrics(entry, span)
 
     def shutdown(self) -> None:
         self._open.clear()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def _stamp(span: Any, name: str) -> None:
+    """Set ``hud.flow.name`` on a span that is starting (not yet shared with any other thread).
+
+    ``set_attribute`` takes the span's lock and re-validates the value: about 1 µs, more than everything
+    else the processor does for a span. The value is a validated ``str``, so when the span's limits leave
+    room it goes straight into the attribute dict.
+    """
+    try:
+        attrs = span._attributes
+        values = attrs._dict
+        maxlen = attrs.maxlen
+        max_value_len = attrs.max_value_len
+        if (
+            not attrs._immutable
+            and (maxlen is None or len(values) < maxlen)
+            and (max_value_len is None or len(name) <= max_value_len)
+        ):
+            values[_FLOW_NAME] = name
+            return
+    except AttributeError:  # pragma: no cover - an SDK whose attribute mapping differs
+        pass
+    span.set_attribute(_FLOW_NAME, name)
+
+
+def _flow_key(span: Any) -> Optional[tuple[str, str, str]]:
+    """(flow_type, framework, name) of a raw-API flow span, or None if one of them is invalid."""
+    attrs = span._attributes
+    flow_type = attrs.get(_FLOW_TYPE)
+    framework = attrs.get(A.FRAMEWORK, "custom")
+    name = attrs.get(_FLOW_NAME, span.name)
+    for value in (name, framework):
+        if not isinstance(value, str) or not 0 < len(value) <= A.MAX_NAME_LENGTH or value.isspace():
+            break
+    else:
+        if flow_type in _FLOW_TYPES:
+            return flow_type, framework, name
+    shown = repr((flow_type, framework, name))[:300]
+    warn_once(
+        ("raw_invalid_name", shown),
+        "hud_otel: span marked as a flow has an invalid (hud.flow_type, hud.framework, hud.flow.name) "
+        "%s; it is exported as an ordinary span",
+        shown,
+    )
+    return None
+
+
+def _demote(span: Any, reason: str, live: Optional[Entry]) -> None:
+    """Turn a span marked as a flow into an ordinary span that says why it is not one."""
+    span.set_attribute(A.FLOW_DEMOTED_REASON, reason)
+    attrs = span._attributes
+    try:
+        del attrs[_FLOW_TYPE]
+    except (KeyError, TypeError):
+        pass
+    if live is not None and live.is_flow:
+        # Part of the flow it is nested in, like any other span started inside it.
+        span.set_attribute(_FLOW_NAME, live.name or "")
+    else:
+        try:
+            del attrs[_FLOW_NAME]
+        except (KeyError, TypeError):
+            pass
+
+
+def _record_flow_metrics(flow: RawFlow, span: ReadableSpan) -> None:
+    """The flow metrics of a raw-API flow, read from its span as it ends."""
+    rt = STATE.runtime
+    if rt is None or span.start_time is None or span.end_time is None:
+        return
+    attrs = span.attributes or {}
+    outcome = attrs.get(A.FLOW_OUTCOME)
+    failed = span.status.status_code is StatusCode.ERROR
+    if outcome not in _OUTCOMES:
+        outcome = A.OUTCOME_FAILURE if failed else A.OUTCOME_SUCCESS
+    metric_attrs: dict[str, Any] = {**flow.base_metric_attrs, A.FLOW_OUTCOME: outcome}
+    if outcome == A.OUTCOME_FAILURE:
+        error = attrs.get(A.ERROR_TYPE) or attrs.get(A.FLOW_ERROR)
+        metric_attrs[A.ERROR_TYPE] = error if isinstance(error, str) else _OTHER_ERROR
+    instruments = rt.instruments
+    instruments.duration.record((span.end_time - span.start_time) / 1e9, metric_attrs)
+    if flow.base_metric_attrs[A.FLOW_TYPE] != "queue":
+        return
+    e2e_ms = attrs.get(A.QUEUE_E2E_DURATION_MS)
+    if isinstance(e2e_ms, (int, float)) and not isinstance(e2e_ms, bool) and e2e_ms >= 0:
+        instruments.e2e_duration.record(e2e_ms / 1e3, flow.base_metric_attrs)
+    count = attrs.get(A.QUEUE_MESSAGE_COUNT)
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+        instruments.messages.add(count, flow.base_metric_attrs)
