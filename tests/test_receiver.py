@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import grpc
 import pytest
-from google.rpc import status_pb2
+from google.rpc import status_pb2  # type: ignore[import-untyped]
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
     OTLPMetricExporter as GrpcMetricExporter,
 )
@@ -69,7 +69,7 @@ def span_exporter(rx: OtlpReceiver, protocol: str, headers: Optional[dict[str, s
 
 
 def metric_exporter(rx: OtlpReceiver, protocol: str, temporality: AggregationTemporality) -> Any:
-    preferred = {Counter: temporality}
+    preferred: dict[type, AggregationTemporality] = {Counter: temporality}
     if protocol == "grpc":
         return GrpcMetricExporter(
             endpoint=rx.grpc_endpoint, insecure=True, preferred_temporality=preferred, timeout=5
@@ -350,7 +350,11 @@ def test_spans_without_identity_are_rejected_alone(rx: OtlpReceiver) -> None:
     bad = trace_pb2.Span(trace_id=b"\x00" * 16, span_id=b"\x03" * 8, name="bad")
     request = trace_service_pb2.ExportTraceServiceRequest(
         resource_spans=[
-            {"scope_spans": [{"scope": common_pb2.InstrumentationScope(name="s"), "spans": [good, bad]}]}
+            trace_pb2.ResourceSpans(
+                scope_spans=[
+                    trace_pb2.ScopeSpans(scope=common_pb2.InstrumentationScope(name="s"), spans=[good, bad])
+                ]
+            )
         ]
     )
     code, _, payload = _post(rx.traces_url, request.SerializeToString(), PROTOBUF)
