@@ -74,7 +74,7 @@ from typing import (
 )
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -585,16 +585,22 @@ def _fmt_errors(errors: Sequence[ErrorCount]) -> str:
     return ", ".join(f"{e['error']} x{e['count']}" for e in errors) or "-"
 
 
-def custom_flows_table(view: View) -> Table:
+# Below this width the error names leave the flow rows for a table of their own, so that neither
+# the flow names nor the errors get folded into unreadable slivers.
+_WIDE = 120
+
+
+def custom_flows_table(view: View, *, with_errors: bool = True) -> Table:
     """The Custom Flows table of a view."""
     table = _table("Custom Flows")
-    table.add_column("Flow", style="bold cyan", overflow="fold", min_width=10)
+    table.add_column("Flow", style="bold cyan", overflow="fold", min_width=14)
     table.add_column("Frame-\nwork", overflow="fold")
     _number_columns(table, ("Invoca-\ntions", "Fail-\nures", "Error\nrate", "p50", "p95", "Max"))
-    table.add_column("Top errors", overflow="fold")
+    if with_errors:
+        table.add_column("Top errors", overflow="fold")
     for row in view["custom_flows"]:
         stats = row["duration_ms"]
-        table.add_row(
+        cells: List[Union[str, Text]] = [
             row["flow"],
             row["framework"],
             str(row["invocations"]),
@@ -603,17 +609,19 @@ def custom_flows_table(view: View) -> Table:
             _fmt_ms(stats["p50"]),
             _fmt_ms(stats["p95"]),
             _fmt_ms(stats["max"]),
-            _fmt_errors(row["top_errors"]),
-        )
+        ]
+        if with_errors:
+            cells.append(_fmt_errors(row["top_errors"]))
+        table.add_row(*cells)
     if not view["custom_flows"]:
         table.caption = "no custom flows received yet"
     return table
 
 
-def queues_table(view: View) -> Table:
+def queues_table(view: View, *, with_errors: bool = True) -> Table:
     """The Queues table of a view."""
     table = _table("Queues")
-    table.add_column("Flow", style="bold cyan", overflow="fold", min_width=10)
+    table.add_column("Flow", style="bold cyan", overflow="fold", min_width=14)
     table.add_column("Frame-\nwork", overflow="fold")
     _number_columns(
         table,
@@ -627,10 +635,11 @@ def queues_table(view: View) -> Table:
             "p95\nwait",
         ),
     )
-    table.add_column("Top errors", overflow="fold")
+    if with_errors:
+        table.add_column("Top errors", overflow="fold")
     for row in view["queues"]:
         proc, wait = row["processing_ms"], row["queue_wait_ms"]
-        table.add_row(
+        cells: List[Union[str, Text]] = [
             row["flow"],
             row["framework"],
             str(row["invocations"]),
@@ -640,10 +649,31 @@ def queues_table(view: View) -> Table:
             _fmt_ms(proc["p95"]),
             _fmt_ms(wait["p50"]),
             _fmt_ms(wait["p95"]),
-            _fmt_errors(row["top_errors"]),
-        )
+        ]
+        if with_errors:
+            cells.append(_fmt_errors(row["top_errors"]))
+        table.add_row(*cells)
     if not view["queues"]:
         table.caption = "no queue flows received yet"
+    return table
+
+
+def errors_table(view: View) -> Table:
+    """The most frequent errors of every flow, one line each."""
+    table = _table("Most frequent errors")
+    table.add_column("Flow", style="bold cyan", overflow="fold")
+    table.add_column("Type")
+    table.add_column("Error", overflow="fold")
+    table.add_column("Count", justify="right", no_wrap=True)
+    rows: List[Tuple[str, str, List[ErrorCount]]] = [
+        (r["flow"], "custom", r["top_errors"]) for r in view["custom_flows"]
+    ]
+    rows += [(r["flow"], "queue", r["top_errors"]) for r in view["queues"]]
+    for flow, flow_type, errors in rows:
+        for error in errors:
+            table.add_row(flow, flow_type, error["error"], str(error["count"]))
+    if not any(errors for _, _, errors in rows):
+        table.caption = "none"
     return table
 
 
@@ -659,15 +689,35 @@ def skipped_table(view: View) -> Table:
     return table
 
 
+class _ViewRenderable:
+    """Lays the view out for the width it is finally printed at."""
+
+    def __init__(self, view: View) -> None:
+        self._view = view
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        view = self._view
+        wide = options.max_width >= _WIDE
+        yield custom_flows_table(view, with_errors=wide)
+        yield queues_table(view, with_errors=wide)
+        if not wide:
+            yield errors_table(view)
+        yield skipped_table(view)
+        totals = view["totals"]
+        yield Text(
+            f"{totals['flow_spans']} flow span(s), {totals['ignored_spans']} other span(s) "
+            f"ignored, {totals['demoted_spans']} demoted",
+            style="dim",
+        )
+
+
 def render_view(view: View) -> RenderableType:
-    """Both tables, the skipped counts and a totals line, ready for ``console.print``."""
-    totals = view["totals"]
-    footer = Text(
-        f"{totals['flow_spans']} flow span(s), {totals['ignored_spans']} other span(s) ignored, "
-        f"{totals['demoted_spans']} demoted",
-        style="dim",
-    )
-    return Group(custom_flows_table(view), queues_table(view), skipped_table(view), footer)
+    """Both tables, the errors, the skipped counts and a totals line, for ``console.print``.
+
+    On a console narrower than 120 columns the most frequent errors move from the rows to a table
+    of their own.
+    """
+    return _ViewRenderable(view)
 
 
 def render_detail(detail: DetailView) -> RenderableType:

@@ -724,3 +724,18 @@ def test_unmatched_start_flow_inside_a_skipped_block_ends_with_the_block(hud_flo
 
     asyncio.run(main())
     assert [(f.name, f.outcome) for f in hud_flows.flows()] == [("manual", A.OUTCOME_SUCCESS)]
+
+
+def test_message_count_beyond_64_bits_is_ignored(hud_flows):
+    """A ``message_count`` over 2**63-1 is ignored with a warning (OTLP carries int64): the flow still
+    exports, without a count that would break the metric and the span batch."""
+    with hud.sync_flow("orders", flow_type=hud.FlowType.QUEUE, message_count=2**63):
+        pass
+    with hud.sync_flow("orders", flow_type=hud.FlowType.QUEUE, message_count=2**63 - 1):
+        pass
+    first, second = hud_flows.flows("orders")
+    assert first.outcome == second.outcome == A.OUTCOME_SUCCESS
+    assert first.message_count is None
+    assert second.message_count == 2**63 - 1
+    assert [p.value for p in hud_flows.metric_points(A.METRIC_MESSAGES)] == [2**63 - 1]
+

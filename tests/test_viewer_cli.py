@@ -344,7 +344,8 @@ def test_percentile_interpolates_between_ranks() -> None:
 
 def test_tables_render_the_view(pipeline: Pipeline) -> None:
     """The rich tables show the flows, counts, error rate, durations, errors and skipped reasons
-    of the view they are given; empty tables say so."""
+    of the view they are given; empty tables say so; at 80 columns the errors get their own table
+    and nothing is wider than the console."""
     empty = Console(record=True, width=160)
     empty.print(render_view(pipeline.view.snapshot()))
     assert "no custom flows received yet" in empty.export_text()
@@ -358,6 +359,12 @@ def test_tables_render_the_view(pipeline: Pipeline) -> None:
     for expected in ("Custom Flows", "Queues", "nightly-report", "50.0%", "20.0ms", "KeyError x1"):
         assert expected in text
     assert "orders" in text and "1.50s" in text
+
+    narrow = Console(record=True, width=80)
+    narrow.print(render_view(pipeline.view.snapshot()))
+    text = narrow.export_text()
+    assert "Most frequent errors" in text and "nightly-report" in text and "KeyError" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
 
     detail = pipeline.view.detail("nightly-report")
     assert detail is not None
