@@ -26,6 +26,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _FLOW_TYPES = {"custom": "custom", "queue": "queue"}
 # error name -> metric attributes is cached per definition, up to this many distinct errors.
 _MAX_CACHED_ERRORS = 64
+_INT64_MAX = 2**63 - 1
 
 
 class Definition:
@@ -259,6 +260,13 @@ def queue_arguments(
             warn_once(
                 ("message_count_negative", name),
                 "hud_otel: message_count of flow %r is negative; ignored",
+                name,
+            )
+        elif message_count > _INT64_MAX:
+            # OTLP carries int64: a bigger count would fail the metric and the whole span batch.
+            warn_once(
+                ("message_count_range", name),
+                "hud_otel: message_count of flow %r does not fit in 64 bits; ignored",
                 name,
             )
         else:
