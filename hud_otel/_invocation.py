@@ -315,8 +315,23 @@ def push(frame: Frame) -> None:
         )
 
 
-def pop(frame: Frame) -> None:
-    """Deactivate ``frame`` in this context (tolerant of being called from another context)."""
+def pop(frame: Frame, exc: Optional[BaseException] = None) -> None:
+    """Deactivate ``frame`` in this context (tolerant of being called from another context).
+
+    Frames still open above ``frame`` (a ``start_flow`` inside the block without its ``end_flow``) go
+    first, innermost first, so that both context variables return to what they were before ``frame``;
+    a flow such a frame started ends here, with ``exc``, as the block that contained it does, instead
+    of staying open and active forever.
+    """
+    for above in _frames_above(frame):
+        _pop_one(above)
+        inv = above.invocation
+        if inv is not None and not inv.ended:
+            finish(inv, exc)
+    _pop_one(frame)
+
+
+def _pop_one(frame: Frame) -> None:
     otel_token = frame.otel_token
     if otel_token is not None:
         frame.otel_token = None
@@ -438,20 +453,11 @@ def _start(
 
 
 def leave(frame: Optional[Frame], exc: Optional[BaseException], reason: object = None) -> None:
-    """Pop ``frame`` and, if it started a flow, end it; never raises.
-
-    Frames still open above ``frame`` (a ``start_flow`` inside the block without its ``end_flow``) go
-    with it: popping ``frame`` restores the context from before it, and a flow such a frame started
-    ends here, as the block that contained it does, instead of staying open forever.
-    """
+    """Pop ``frame`` (and any left open above it) and, if it started a flow, end it; never raises."""
     if frame is None:
         return
     try:
-        abandoned = _frames_above(frame)
-        pop(frame)
-        for above in abandoned:
-            if above.invocation is not None and not above.invocation.ended:
-                finish(above.invocation, exc)
+        pop(frame, exc)
         inv = frame.invocation
         if inv is not None and not inv.ended:
             finish(inv, exc, reason)

@@ -739,3 +739,18 @@ def test_message_count_beyond_64_bits_is_ignored(hud_flows):
     assert second.message_count == 2**63 - 1
     assert [p.value for p in hud_flows.metric_points(A.METRIC_MESSAGES)] == [2**63 - 1]
 
+
+def test_unmatched_start_flow_in_a_skipped_generator_step_leaves_no_active_span(hud_flows):
+    """A generator whose flow is skipped (invalid name) and whose step calls ``start_flow`` without
+    ``end_flow``: when the step ends, neither hud_otel's frame nor OpenTelemetry's current span stays
+    active in the consumer, and the manual flow ends with the step instead of never."""
+
+    @hud.sync_flow("")
+    def numbers() -> Iterator[int]:
+        hud.start_flow("manual")
+        yield 1
+
+    assert list(numbers()) == [1]
+    assert _FRAME.get() is None
+    assert not trace.get_current_span().get_span_context().is_valid
+    assert [(f.name, f.outcome) for f in hud_flows.flows()] == [("manual", A.OUTCOME_SUCCESS)]
