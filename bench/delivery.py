@@ -1,0 +1,175 @@
+"""Scenario 7: flows delivered end to end to a loopback OTLP receiver, over gRPC and over HTTP.
+
+For each transport, in this process, against ``hud_otel._receiver.OtlpReceiver`` on 127.0.0.1:
+- full speed: as many flows as the application can start, then a flush; flows/s actually received;
+- sustained: 5,000 flows/s for 10 s, paced; every flow must arrive (nothing dropped);
+- overload: full speed against a receiver that answers slowly; what is not delivered is counted as
+  dropped, and RSS before and after shows that the queue keeps memory bounded.
+
+The pipeline is the SDK's batch span processor (default queue of 2,048 spans) with the OTLP exporter.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import psutil
+
+import hud_otel
+
+from ._harness import emit, row
+
+QUICK = bool(os.environ.get("HUD_OTEL_BENCH_QUICK"))
+RATE = 5000
+SUSTAIN_S = 2.0 if QUICK else 10.0
+BURST = 10_000 if QUICK else 30_000
+OVERLOAD = 20_000 if QUICK else 100_000
+
+
+def _pipeline(protocol: str, rx: Any) -> tuple[Any, Any, Any]:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter: Any = OTLPSpanExporter(endpoint=rx.grpc_endpoint, insecure=True)
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        exporter = HttpExporter(endpoint=rx.traces_url)
+    bsp = BatchSpanProcessor(exporter)
+    tp = TracerProvider()
+    tp.add_span_processor(bsp)
+    mp = MeterProvider()
+    hud_otel.register(tracer_provider=tp, meter_provider=mp)
+    return tp, mp, bsp
+
+
+def _wait_delivered(rx: Any, sent: int, tp: Any, timeout_s: float = 30.0) -> tuple[int, float]:
+    """Flush, then wait until the receiver's count stops moving.
+
+    Returns the spans received and the ``perf_counter`` time the last of them arrived.
+    """
+    tp.force_flush(int(timeout_s * 1000))
+    deadline = time.perf_counter() + timeout_s
+    last, changed_at = -1, time.perf_counter()
+    while time.perf_counter() < deadline:
+        got = int(rx.span_total)
+        if got != last:
+            last, changed_at = got, time.perf_counter()
+        if got >= sent or time.perf_counter() - changed_at > 1.0:
+            break
+        time.sleep(0.005)
+    return last, changed_at
+
+
+def _job() -> Callable[[], None]:
+    @hud_otel.sync_flow("delivery")
+    def job() -> None:
+        pass
+
+    return job
+
+
+def one_protocol(protocol: str) -> list[dict[str, Any]]:
+    from hud_otel._receiver import OtlpReceiver
+
+    rows: list[dict[str, Any]] = []
+    proc = psutil.Process()
+    with OtlpReceiver(
+        grpc_port=0 if protocol == "grpc" else None,
+        http_port=0 if protocol == "http" else None,
+        max_spans=1000,
+    ) as rx:
+        tp, mp, _bsp = _pipeline(protocol, rx)
+        job = _job()
+        try:
+            # Full speed.
+            t0 = time.perf_counter()
+            for _ in range(BURST):
+                job()
+            got, done = _wait_delivered(rx, BURST, tp)
+            elapsed = done - t0
+            rows.append(
+                row(
+                    "7",
+                    f"{protocol}: full speed, {BURST:,} flows",
+                    None,
+                    None,
+                    "(info)",
+                    None,
+                    note=f"{got / elapsed:,.0f} flows/s delivered, {BURST - got:,} dropped",
+                    flows_per_s=got / elapsed,
+                    dropped=BURST - got,
+                )
+            )
+            # Sustained, paced.
+            rx.clear()
+            total = int(RATE * SUSTAIN_S)
+            t0 = time.perf_counter()
+            for i in range(total):
+                due = t0 + i / RATE
+                while True:
+                    now = time.perf_counter()
+                    if now >= due:
+                        break
+                    time.sleep(min(0.001, due - now))
+                job()
+            emitted_s = time.perf_counter() - t0
+            got, _ = _wait_delivered(rx, total, tp)
+            rows.append(
+                row(
+                    "7",
+                    f"{protocol}: {RATE:,} flows/s for {SUSTAIN_S:.0f} s",
+                    None,
+                    None,
+                    "0 dropped",
+                    got == total,
+                    note=f"{got:,}/{total:,} delivered ({total / emitted_s:,.0f} flows/s offered)",
+                    dropped=total - got,
+                )
+            )
+            # Overload: the receiver takes 200 ms per request.
+            rx.clear()
+            rx.set_delay(0.2)
+            gc.collect()
+            rss0 = proc.memory_info().rss
+            for _ in range(OVERLOAD):
+                job()
+            rss1 = proc.memory_info().rss
+            rx.set_delay(0.0)
+            got, _ = _wait_delivered(rx, OVERLOAD, tp)
+            grew = (rss1 - rss0) / 2**20
+            rows.append(
+                row(
+                    "7",
+                    f"{protocol}: overload, {OVERLOAD:,} flows, slow receiver",
+                    None,
+                    None,
+                    "drops counted, memory bounded",
+                    grew < 50,
+                    note=f"{OVERLOAD - got:,} dropped, {got:,} delivered, RSS {grew:+.1f} MB",
+                    dropped=OVERLOAD - got,
+                    rss_growth_mb=grew,
+                )
+            )
+        finally:
+            hud_otel.shutdown()
+            tp.shutdown()
+            mp.shutdown()
+    return rows
+
+
+def run() -> list[dict[str, Any]]:
+    return one_protocol("grpc") + one_protocol("http")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["run"]:
+        emit(run())

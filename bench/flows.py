@@ -1,0 +1,339 @@
+"""Scenarios 1, 2, 4, 5 and 6: the cost of one flow, side by side with a bare OpenTelemetry span.
+
+Run one scenario: ``python -m bench.flows active|kinds|unregistered|nested|processor``. Each runs in its
+own process (the runner starts them), so no scenario warms or registers anything for another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import Generator
+from typing import Any, Callable
+
+from opentelemetry.sdk.trace import TracerProvider
+
+import hud_otel
+from hud_otel import _attributes as A
+
+from ._harness import Loop, bare_tracer_provider, compare, emit, metered_provider, row
+
+ROUNDS = 15
+N = 4000
+
+
+def _register() -> tuple[TracerProvider, Any]:
+    """hud_otel on its own provider with a real metric reader: the flow pays for its metrics."""
+    tp = bare_tracer_provider()
+    mp = metered_provider()
+    hud_otel.register(tracer_provider=tp, meter_provider=mp)
+    return tp, mp
+
+
+def _span_attributes(fn: Callable[..., Any], name: str = "job") -> dict[str, Any]:
+    """What the flow span carries at its end, so the baseline span carries the same attributes."""
+    return {
+        A.FLOW_NAME: name,
+        A.FLOW_TYPE: "custom",
+        A.FRAMEWORK: "custom",
+        A.CODE_FUNCTION_NAME: f"{fn.__module__}.{fn.__qualname__}",
+        A.CODE_FILE_PATH: fn.__code__.co_filename,
+        A.FLOW_OUTCOME: A.OUTCOME_SUCCESS,
+    }
+
+
+def _body() -> None:
+    pass
+
+
+def _loop(fn: Callable[[], Any]) -> Loop:
+    def loop(n: int) -> None:
+        for _ in range(n):
+            fn()
+
+    return loop
+
+
+def scenario_active() -> list[dict[str, Any]]:
+    """1. An active sync flow by decorator vs ``start_as_current_span`` with the same attributes."""
+    _register()
+    bare = bare_tracer_provider().get_tracer("bench")
+
+    @hud_otel.sync_flow("job")
+    def job() -> None:
+        pass
+
+    attrs = _span_attributes(job.__wrapped__)  # type: ignore[attr-defined]
+
+    def base() -> None:
+        with bare.start_as_current_span("job", attributes=attrs):
+            pass
+
+    def floor() -> None:
+        bare.start_span("job").end()
+
+    res = compare({"flow": _loop(job), "span": _loop(base), "floor": _loop(floor)}, n=N, rounds=ROUNDS)
+    return [
+        row(
+            "1",
+            "sync flow, decorator",
+            res["flow"],
+            res["span"],
+            "<= 1.25 (aim 0.75)",
+            res["flow"] / res["span"] <= 1.25,
+            baseline="start_as_current_span",
+            aim_ok=res["flow"] / res["span"] <= 0.75,
+        ),
+        row(
+            "1",
+            "(info) SDK floor start_span().end()",
+            res["floor"],
+            res["span"],
+            "",
+            None,
+            baseline="start_as_current_span",
+        ),
+    ]
+
+
+def scenario_kinds() -> list[dict[str, Any]]:
+    """2. The context manager, start_flow/end_flow, an async flow and a generator flow."""
+    _register()
+    bare = bare_tracer_provider().get_tracer("bench")
+    cm_attrs = {
+        A.FLOW_NAME: "job",
+        A.FLOW_TYPE: "custom",
+        A.FRAMEWORK: "custom",
+        A.FLOW_OUTCOME: A.OUTCOME_SUCCESS,
+    }
+    flow = hud_otel.sync_flow("job")
+
+    def with_flow() -> None:
+        with flow:
+            pass
+
+    def with_span() -> None:
+        with bare.start_as_current_span("job", attributes=cm_attrs):
+            pass
+
+    def start_end() -> None:
+        hud_otel.start_flow("job")
+        hud_otel.end_flow()
+
+    @hud_otel.async_flow("job")
+    async def ajob() -> None:
+        pass
+
+    a_attrs = _span_attributes(ajob.__wrapped__)  # type: ignore[attr-defined]
+
+    async def aspan() -> None:
+        with bare.start_as_current_span("job", attributes=a_attrs):
+            pass
+
+    loop = asyncio.new_event_loop()
+
+    def async_loop(fn: Callable[[], Any]) -> Loop:
+        async def many(n: int) -> None:
+            for _ in range(n):
+                await fn()
+
+        return lambda n: loop.run_until_complete(many(n))
+
+    @hud_otel.sync_flow("job")
+    def gjob() -> Generator[int, None, None]:
+        yield 1
+
+    g_attrs = _span_attributes(gjob.__wrapped__)  # type: ignore[attr-defined]
+
+    def gspan() -> Generator[int, None, None]:
+        with bare.start_as_current_span("job", attributes=g_attrs):
+            yield 1
+
+    def gen_loop(fn: Callable[[], Any]) -> Loop:
+        def run(n: int) -> None:
+            for _ in range(n):
+                for _item in fn():
+                    pass
+
+        return run
+
+    rows = []
+    cases = [
+        ("context manager", _loop(with_flow), _loop(with_span)),
+        ("start_flow/end_flow", _loop(start_end), _loop(with_span)),
+        ("async flow, decorator", async_loop(ajob), async_loop(aspan)),
+        ("generator flow, decorator", gen_loop(gjob), gen_loop(gspan)),
+    ]
+    for case, ours, base in cases:
+        res = compare({"flow": ours, "span": base}, n=N, rounds=ROUNDS)
+        ratio = res["flow"] / res["span"]
+        rows.append(
+            row(
+                "2",
+                case,
+                res["flow"],
+                res["span"],
+                "<= 1.25 (aim 0.75)",
+                ratio <= 1.25,
+                baseline="start_as_current_span",
+                aim_ok=ratio <= 0.75,
+            )
+        )
+    loop.close()
+    return rows
+
+
+def scenario_unregistered() -> list[dict[str, Any]]:
+    """4. A call before ``register()`` vs the thinnest honest decorator, and vs no decorator."""
+    assert hud_otel._state.STATE.runtime is None
+
+    def plain(x: int, y: int = 0) -> int:
+        return x + y
+
+    def thin(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    ours = hud_otel.sync_flow("job")(plain)
+    thinned = thin(plain)
+    ours(1)  # the one warning a process gets
+
+    def loop_of(fn: Callable[..., Any]) -> Loop:
+        def run(n: int) -> None:
+            for i in range(n):
+                fn(i, y=1)
+
+        return run
+
+    res = compare(
+        {"ours": loop_of(ours), "thin": loop_of(thinned), "plain": loop_of(plain)},
+        n=N * 25,
+        rounds=ROUNDS,
+    )
+    ratio = res["ours"] / res["thin"]
+    return [
+        row(
+            "4",
+            "before register()",
+            res["ours"],
+            res["thin"],
+            "<= 1.3",
+            ratio <= 1.3,
+            baseline="functools.wraps pass-through",
+        ),
+        row("4", "(info) vs undecorated", res["ours"], res["plain"], "", None, baseline="plain call"),
+    ]
+
+
+def scenario_nested() -> list[dict[str, Any]]:
+    """5. A nested flow (skipped, counted) vs an active flow."""
+    _register()
+
+    @hud_otel.sync_flow("inner")
+    def inner() -> None:
+        pass
+
+    @hud_otel.sync_flow("job")
+    def job() -> None:
+        pass
+
+    outer = hud_otel.sync_flow("outer")
+
+    def nested_loop(n: int) -> None:
+        with outer:
+            for _ in range(n):
+                inner()
+
+    res = compare({"nested": nested_loop, "active": _loop(job)}, n=N, rounds=ROUNDS)
+    ratio = res["nested"] / res["active"]
+    return [
+        row(
+            "5",
+            "nested flow (skipped)",
+            res["nested"],
+            res["active"],
+            "<= 0.1",
+            ratio <= 0.1,
+            baseline="active flow",
+        )
+    ]
+
+
+def scenario_processor() -> list[dict[str, Any]]:
+    """6. The span processor's cost on an ordinary span, outside and inside a flow."""
+    tp, _mp = _register()
+    with_hud = tp.get_tracer("bench")
+    without = bare_tracer_provider().get_tracer("bench")
+
+    def span_on(tracer: Any) -> Loop:
+        def run(n: int) -> None:
+            for _ in range(n):
+                with tracer.start_as_current_span("query"):
+                    pass
+
+        return run
+
+    res = compare({"hud": span_on(with_hud), "bare": span_on(without)}, n=N, rounds=ROUNDS)
+    added = res["hud"] - res["bare"]
+    rows = [
+        row(
+            "6",
+            "ordinary span, processor added",
+            res["hud"],
+            res["bare"],
+            "<= +1000 ns",
+            added <= 1000,
+            baseline="same span without it",
+            added_ns=added,
+            note=f"added {added:+.0f} ns",
+        )
+    ]
+    flow = hud_otel.sync_flow("job")
+
+    def inside(tracer: Any) -> Loop:
+        def run(n: int) -> None:
+            with flow:
+                for _ in range(n):
+                    with tracer.start_as_current_span("query"):
+                        pass
+
+        return run
+
+    # The same provider on both sides: inside a flow the processor stamps hud.flow.name.
+    res = compare({"inside": inside(with_hud), "outside": span_on(with_hud)}, n=N, rounds=ROUNDS)
+    added = res["inside"] - res["outside"]
+    rows.append(
+        row(
+            "6",
+            "(info) span inside a flow (stamped)",
+            res["inside"],
+            res["outside"],
+            "",
+            None,
+            baseline="same span outside a flow",
+            added_ns=added,
+            note=f"added {added:+.0f} ns",
+        )
+    )
+    return rows
+
+
+SCENARIOS = {
+    "active": scenario_active,
+    "kinds": scenario_kinds,
+    "unregistered": scenario_unregistered,
+    "nested": scenario_nested,
+    "processor": scenario_processor,
+}
+
+
+def main(argv: list[str]) -> None:
+    emit(SCENARIOS[argv[0]]())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
