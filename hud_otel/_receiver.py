@@ -499,6 +499,7 @@ class _Outcome:
     items: int = 0
     rejected: int = 0
     response: Optional[Message] = None
+    http_status: Optional[int] = None  # when HTTP needs a more precise answer than the gRPC code
 
 
 class OtlpReceiver:
@@ -899,6 +900,10 @@ class OtlpReceiver:
         except Exception:
             _log.exception("hud-otel receiver: failed to process a %s request", signal)
             outcome = _Outcome("INTERNAL", "the receiver failed to process the request")
+        self._record(signal, protocol, headers, outcome)
+        return outcome
+
+    def _record(self, signal: str, protocol: str, headers: Dict[str, str], outcome: _Outcome) -> None:
         record = RequestRecord(
             protocol=protocol,
             signal=signal,
@@ -910,12 +915,11 @@ class OtlpReceiver:
             error=outcome.message or None,
         )
         if protocol == "http":
-            record = _with_http_status(record)
+            record = _with_http_status(record, outcome.http_status)
         with self._cond:
             self._requests.append(record)
             self._request_counts[(protocol, signal, record.ok)] += 1
             self._cond.notify_all()
-        return outcome
 
     def _process(self, signal: str, protocol: str, request: object) -> _Outcome:
         with self._cond:
@@ -966,8 +970,8 @@ class OtlpReceiver:
                     _log.exception("hud-otel receiver: a metric listener failed")
 
 
-def _with_http_status(record: RequestRecord) -> RequestRecord:
-    status = 200 if record.ok else _HTTP_STATUS_FOR_CODE.get(record.status, 500)
+def _with_http_status(record: RequestRecord, http_status: Optional[int]) -> RequestRecord:
+    status = http_status or (200 if record.ok else _HTTP_STATUS_FOR_CODE.get(record.status, 500))
     return RequestRecord(
         protocol=record.protocol,
         signal=record.signal,
@@ -1117,21 +1121,24 @@ class _HttpHandler(BaseHTTPRequestHandler):
         signal = _SIGNAL_PATHS.get(path)
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         as_json = content_type == "application/json"
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        receiver = self.server.receiver
         try:
             body = self._read_body()
+            if signal is not None and content_type not in _PROTOBUF_TYPES and not as_json:
+                raise _BadRequest(415, f"unsupported Content-Type {content_type!r}")
         except _BadRequest as exc:
             self.close_connection = True  # the body may be unread; the stream is out of step
+            if signal is not None:
+                rejected = _Outcome("INVALID_ARGUMENT", exc.message, http_status=exc.http_status)
+                receiver._record(signal, "http", headers, rejected)
             self._send_status(exc.http_status, "INVALID_ARGUMENT", exc.message, as_json)
             return
         if signal is None:
             self._send_status(404, "NOT_FOUND", f"no OTLP endpoint at {path}", as_json)
             return
-        if content_type not in _PROTOBUF_TYPES and not as_json:
-            self._send_status(415, "INVALID_ARGUMENT", f"unsupported Content-Type {content_type!r}", as_json)
-            return
         request = self._parse(signal, body, as_json)
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        outcome = self.server.receiver._handle(signal, "http", request, headers)
+        outcome = receiver._handle(signal, "http", request, headers)
         if outcome.status != "OK" or outcome.response is None:
             http_status = _HTTP_STATUS_FOR_CODE.get(outcome.status, 500)
             self._send_status(http_status, outcome.status, outcome.message, as_json)

@@ -265,12 +265,16 @@ PROTOBUF = {"Content-Type": "application/x-protobuf"}
 def test_malformed_http_request_gets_a_status_body_and_serving_goes_on(
     rx: OtlpReceiver, path: str, body: bytes, headers: dict[str, str], status: int
 ) -> None:
-    """A bad OTLP/HTTP request gets its 4xx with a google.rpc.Status protobuf body, and the very
-    next real export on the same server succeeds."""
+    """A bad OTLP/HTTP request gets its 4xx with a google.rpc.Status protobuf body, is recorded as a
+    failed request, and the very next real export on the same server succeeds."""
     code, content_type, payload = _post(rx.http_endpoint + path, body, headers)
     assert (code, content_type) == (status, "application/x-protobuf")
     message = status_pb2.Status.FromString(payload)
     assert message.message  # says what was wrong
+    if path != "/v1/logs":
+        (failed,) = rx.requests()
+        assert (failed.ok, failed.status, failed.http_status) == (False, "INVALID_ARGUMENT", status)
+        assert failed.error == message.message
 
     provider, _ = tracer_provider(rx, "http")
     provider.get_tracer("t").start_span("after").end()
