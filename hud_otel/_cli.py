@@ -29,6 +29,7 @@ import contextlib
 import inspect
 import ipaddress
 import json
+import os
 import runpy
 import signal
 import sys
@@ -272,6 +273,27 @@ def _examples_dir(explicit: Optional[Path]) -> Optional[Path]:
     return None
 
 
+# The test suite's switch that re-raises hud_otel's internal errors; it changes no destination.
+_KEPT_VARIABLES = frozenset({"HUD_OTEL_RAISE_INTERNAL"})
+
+
+@contextlib.contextmanager
+def _without_export_settings() -> Iterator[Dict[str, str]]:
+    """Hide ``HUD_OTEL_*`` and ``OTEL_*`` variables while the demo runs: it must send to its own
+    receiver only, whatever the shell points at (a real Hud endpoint and its key included)."""
+    hidden = {
+        name: value
+        for name, value in os.environ.items()
+        if (name.startswith("HUD_OTEL_") or name.startswith("OTEL_")) and name not in _KEPT_VARIABLES
+    }
+    for name in hidden:
+        del os.environ[name]
+    try:
+        yield hidden
+    finally:
+        os.environ.update(hidden)
+
+
 def _run_example(path: Path) -> Dict[str, Any]:
     """Run one example's ``main()``; report what happened instead of raising."""
     started = time.perf_counter()
@@ -338,7 +360,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     results: List[Dict[str, Any]] = []
     view = FlowView()
-    with OtlpReceiver() as receiver:
+    with _without_export_settings() as hidden, OtlpReceiver() as receiver:
+        if hidden:
+            err.print(f"hud-otel demo: ignoring {', '.join(sorted(hidden))} (the demo exports locally)")
         view.attach(receiver)
         resource = Resource.create({"service.name": _DEMO_SERVICE})
         ended = _EndedSpans()

@@ -739,13 +739,15 @@ DEMO_EXAMPLES = {
 }
 
 
-def _run_demo(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+def _run_demo(
+    *args: str, cwd: Path, env: Optional[dict[str, str]] = None
+) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     result = subprocess.run(
         _cli("demo", "--json", *args),
         capture_output=True,
         text=True,
-        env=_env(),
+        env={**_env(), **(env or {})},
         cwd=cwd,
         timeout=60,
     )
@@ -755,10 +757,12 @@ def _run_demo(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], 
 def test_demo_runs_examples_and_reports_each(tmp_path: Path) -> None:
     """`demo --json` runs each example's main() (sync or async) with hud_otel exporting to its
     in-process receiver, reports a broken example without stopping, keeps example output off
-    stdout, and prints the view of the flows, queue waits and skipped flows; exit 0."""
+    stdout, and prints the view of the flows, queue waits and skipped flows; exit 0. Export settings
+    in the environment (a Hud endpoint and key) are ignored, by name, never echoing the key."""
     for name, source in DEMO_EXAMPLES.items():
         (tmp_path / name).write_text(textwrap.dedent(source))
-    result, elapsed = _run_demo("--examples", str(tmp_path), cwd=tmp_path)
+    elsewhere = {"HUD_OTEL_ENDPOINT": "http://192.0.2.1:4317", "HUD_OTEL_API_KEY": "key-must-stay-secret"}
+    result, elapsed = _run_demo("--examples", str(tmp_path), cwd=tmp_path, env=elsewhere)
     assert result.returncode == 0, result.stderr
     assert elapsed < 30
     view = json.loads(result.stdout)
@@ -778,6 +782,8 @@ def test_demo_runs_examples_and_reports_each(tmp_path: Path) -> None:
     assert queue["queue_wait_ms"]["p50"] >= 1000
     assert view["skipped"] == {"nested": 1}
     assert "this line must not break --json" in result.stderr
+    assert "HUD_OTEL_API_KEY" in result.stderr
+    assert "key-must-stay-secret" not in result.stderr + result.stdout
 
 
 def test_demo_on_the_project_examples() -> None:
