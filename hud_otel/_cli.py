@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import inspect
 import ipaddress
 import json
@@ -41,14 +42,17 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 from types import FrameType
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
 
-from rich.console import Console
-from rich.live import Live
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+if TYPE_CHECKING:
+    from rich.console import Console
 
-from hud_otel._receiver import OtlpReceiver
-from hud_otel._view import FlowView, View, render_detail, render_view
+    from hud_otel._receiver import OtlpReceiver
+    from hud_otel._view import View
+
+# The viewer is an optional extra of the package: its modules are imported by the commands, so
+# that without them `hud-otel` can still say what to install instead of failing on import.
+_VIEWER_MODULES = ("rich", "grpc", "google.rpc", "opentelemetry.proto")
 
 __all__ = ["main"]
 
@@ -68,8 +72,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help(sys.stderr)
         return 2
+    missing = _missing_modules()
+    if missing:
+        print(
+            f"hud-otel: missing {', '.join(missing)}; install the viewer: pip install 'hud-otel[viewer]'",
+            file=sys.stderr,
+        )
+        return 1
     code: int = args.run(args)
     return code
+
+
+def _missing_modules() -> List[str]:
+    missing = []
+    for name in _VIEWER_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ImportError:  # the parent package itself is missing
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
 
 
 def _positive_float(text: str) -> float:
@@ -172,6 +195,12 @@ def _is_loopback(host: str) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from hud_otel._receiver import OtlpReceiver
+    from hud_otel._view import FlowView, render_view
+
     out = Console(soft_wrap=args.json)
     err = Console(stderr=True)
     host = args.host if args.host is not None else _DEFAULT_HOST
@@ -233,6 +262,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from hud_otel._view import render_detail
+
     err = Console(stderr=True)
     base = args.endpoint.rstrip("/")
     url = f"{base}/api/flows/{urllib.parse.quote(args.name, safe='')}"
@@ -332,8 +365,12 @@ def _demo(args: argparse.Namespace) -> int:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
     import hud_otel
+    from hud_otel._receiver import OtlpReceiver
+    from hud_otel._view import FlowView
 
     class _EndedSpans(SpanProcessor):
         """Counts sampled spans as they end, to know how many the receiver should get."""
@@ -440,6 +477,8 @@ def _print_demo(
     results: Sequence[Dict[str, Any]],
     snapshot: View,
 ) -> None:
+    from hud_otel._view import render_view
+
     for result in results:
         if result["ok"]:
             out.print(f"[green]ok[/green]     examples/{result['example']} ({result['seconds']} s)")

@@ -682,6 +682,17 @@ def test_no_command_prints_usage() -> None:
     assert result.returncode == 0 and "serve" in result.stdout and "demo" in result.stdout
 
 
+def test_without_the_viewer_extra_it_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With a module of the `viewer` extra missing (None in sys.modules makes it unimportable), a
+    command exits 1 naming the module and the extra to install instead of a traceback."""
+    monkeypatch.setitem(sys.modules, "grpc", None)
+    assert main(["serve"]) == 1
+    err = capsys.readouterr().err
+    assert "grpc" in err and "hud-otel[viewer]" in err
+
+
 DEMO_EXAMPLES = {
     "jobs.py": """
         from datetime import datetime, timedelta, timezone
