@@ -48,6 +48,9 @@ class Definition:
     def __init__(
         self, name: str, flow_type: str, framework: str, code_attrs: Optional[dict[str, str]]
     ) -> None:
+        # A str subclass (a str-mixin enum member, say) becomes a plain str: it is what lands on the
+        # wire, and its own __str__/__format__ would otherwise name the span.
+        name, framework = str.__str__(name), str.__str__(framework)
         self.key = (flow_type, framework, name)
         self.name = name
         self.is_queue = flow_type == "queue"
@@ -200,7 +203,7 @@ def normalize_flow_type(flow_type: object) -> str:
 
 def normalize_framework(framework: object) -> str:
     if isinstance(framework, str) and framework.strip() and len(framework) <= A.MAX_NAME_LENGTH:
-        return framework
+        return str.__str__(framework)
     warn_once(
         ("framework", _short_repr(framework)),
         "hud_otel: framework %s is not a non-blank string of at most %d characters; using 'custom'",
@@ -281,6 +284,7 @@ def definition_for(rt: Runtime, name: object, flow_type: object, framework: obje
         rt.count_skip(A.REASON_INVALID_NAME)
         return None
     assert isinstance(name, str)
+    name = str.__str__(name)  # a str subclass may be unhashable or format itself oddly
     # Cached under the raw arguments (FlowType.QUEUE and "queue" are two cache keys for one flow).
     key = (flow_type, framework, name)
     try:
@@ -411,9 +415,11 @@ def _start(
     current_ctx = current.get_span_context()
     if current_ctx.is_valid:
         links = [Link(current_ctx)]
-    if parent is not None and parent.target is not None:
-        # A task or thread that outlived the flow or request it was started in.
-        ended_ctx = parent.target.span.get_span_context()
+    ended = parent.target if parent is not None and parent.target is not None else entry_of(current)
+    if ended is not None:
+        # A task or thread that outlived the flow or request it was started in: link to that flow or
+        # request itself, even when the span current here is one of its children.
+        ended_ctx = ended.span.get_span_context()
         if ended_ctx.is_valid and ended_ctx != current_ctx:
             links = [*(links or ()), Link(ended_ctx)]
     attrs = definition.attrs
@@ -505,7 +511,7 @@ def finish(inv: Invocation, exc: Optional[BaseException], end_reason: object = N
             outcome, error, record = A.OUTCOME_FAILURE, type(exc).__name__, True
             description = f"{error}: {exc}" if str(exc) else error
     if end_reason is not None and end_reason != "":
-        reason_s = end_reason if isinstance(end_reason, str) else _safe_str(end_reason)
+        reason_s = str.__str__(end_reason) if isinstance(end_reason, str) else _safe_str(end_reason)
         outcome, error, description = A.OUTCOME_FAILURE, reason_s, reason_s
     if inv.error is not None:
         outcome, error = A.OUTCOME_FAILURE, inv.error
