@@ -15,6 +15,7 @@ from ._guard import internal_guard, warn_once, warn_user_once
 from ._invocation import (
     _FRAME,
     Definition,
+    _short_repr,
     current_target,
     definition_for,
     enter,
@@ -68,10 +69,11 @@ class _FlowSpec:
 
     def _decorate(self, fn: Callable[_P, _R]) -> Callable[_P, _R]:
         if self.enqueued_at is not None or self.message_count is not None:
+            shown = _short_repr(self.name)  # any name: unhashable, hostile repr, a megabyte long
             warn_user_once(
-                ("decorator_queue_args", self.name if isinstance(self.name, str) else id(self)),
+                ("decorator_queue_args", shown),
                 f"hud_otel: enqueued_at and message_count are per message; they are ignored on the "
-                f"decorator of flow {self.name!r} (use the context manager or start_flow)",
+                f"decorator of flow {shown} (use the context manager or start_flow)",
                 stacklevel=3,
             )
         if not callable(fn) and not isinstance(fn, (classmethod, staticmethod)):
@@ -350,7 +352,7 @@ def _fail_target(target: Any, error: object, reason: object, values: dict[str, A
             type(error).__name__,
         )
         error = _text(error) if error is not None and _text(error).strip() else "Failure"
-    error = str(error)[: A.MAX_NAME_LENGTH]
+    error = (str.__str__(error) if isinstance(error, str) else str(error))[: A.MAX_NAME_LENGTH]
     reason_s = None if reason is None else _text(reason)[: A.MAX_CONTEXT_VALUE_LENGTH]
     target.set_failure(error, reason_s, context_attributes(values))
 

@@ -62,6 +62,7 @@ class DecoratedFlow:
             self._skip = A.REASON_INVALID_NAME
         else:
             assert isinstance(name, str)
+            name = str.__str__(name)  # a str subclass may be unhashable or format itself oddly
             flow_type = normalize_flow_type(self.flow_type)
             framework = normalize_framework(self.framework)
             if rt.admit((flow_type, framework, name)):
