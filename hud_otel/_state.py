@@ -15,6 +15,7 @@ from opentelemetry.metrics import Counter, Histogram, Meter
 
 from . import _attributes as A
 from ._guard import warn_once
+from ._metrics import FlowMetrics
 
 if TYPE_CHECKING:
     from ._invocation import Definition
@@ -41,6 +42,12 @@ class Instruments:
         self.skipped: Counter = meter.create_counter(
             A.METRIC_SKIPPED, unit="{flow}", description="Flows not recorded, by reason"
         )
+        # Aggregated per attribute set on the hot path, handed to the SDK when a reader collects.
+        hook = FlowMetrics(meter)
+        self.duration = hook.wrap(self.duration, True)
+        self.e2e_duration = hook.wrap(self.e2e_duration, True)
+        self.messages = hook.wrap(self.messages, False)
+        self.skipped = hook.wrap(self.skipped, False)
         self._skip_attrs: dict[str, dict[str, str]] = {}
 
     def count_skip(self, reason: str) -> None:
