@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import grpc
 import pytest
-from google.rpc import status_pb2  # type: ignore[import-untyped]
+from google.rpc import status_pb2  # type: ignore[import-untyped,unused-ignore]
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
     OTLPMetricExporter as GrpcMetricExporter,
 )
