@@ -33,6 +33,7 @@ Without pytest, :func:`capture_flows` does the same as a context manager::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -244,7 +245,9 @@ def capture_flows(*, global_providers: bool = False, **register_kwargs: Any) -> 
 
     ``register_kwargs`` go to :func:`hud_otel.register` (``max_flow_names=3``, say). An earlier
     ``register()`` of the process is set aside for the block and restored after it, and so are the
-    one-time warnings already given, so that the block sees its own warnings.
+    one-time warnings already given, so that the block sees its own warnings. The capture is hermetic:
+    ``HUD_OTEL_*``/``OTEL_*`` variables of the environment are ignored, so nothing is exported and no
+    setting of the shell (``HUD_OTEL_DISABLED``, a sampler) changes what is recorded.
 
     With ``global_providers=True`` the in-memory providers are also made OpenTelemetry's global ones for
     the block (and the previous ones put back after), so that spans of auto-instrumentation that uses
@@ -257,7 +260,8 @@ def capture_flows(*, global_providers: bool = False, **register_kwargs: Any) -> 
     >>> flows.flow("nightly-report").outcome     # doctest: +SKIP
     'success'
     """
-    capture = HudFlows()
+    with _hermetic_environment():
+        capture = HudFlows()
     saved_runtime = STATE.runtime
     saved_warned_unregistered = STATE.warned_unregistered
     with _guard._warned_lock:
@@ -267,11 +271,12 @@ def capture_flows(*, global_providers: bool = False, **register_kwargs: Any) -> 
     STATE.warned_unregistered = False
     saved_globals = _swap_global_providers(capture) if global_providers else None
     try:
-        register(
-            tracer_provider=capture.tracer_provider,
-            meter_provider=capture.meter_provider,
-            **register_kwargs,
-        )
+        with _hermetic_environment():
+            register(
+                tracer_provider=capture.tracer_provider,
+                meter_provider=capture.meter_provider,
+                **register_kwargs,
+            )
         yield capture
     finally:
         try:
@@ -284,6 +289,28 @@ def capture_flows(*, global_providers: bool = False, **register_kwargs: Any) -> 
             STATE.runtime = saved_runtime
             STATE.warned_unregistered = saved_warned_unregistered
             _set_warnings(saved_warnings)
+
+
+# The switch of hud_otel's own test suite that re-raises internal errors; it changes no destination.
+_KEPT_VARIABLES = frozenset({"HUD_OTEL_RAISE_INTERNAL"})
+
+
+@contextmanager
+def _hermetic_environment() -> Iterator[None]:
+    """Hide ``HUD_OTEL_*`` and ``OTEL_*`` variables while the capture's providers are built and
+    registered: a test must neither export to the endpoint of the shell it runs in nor be disabled,
+    sampled or limited by it. They are read only then, and put back at once."""
+    hidden = {
+        name: value
+        for name, value in os.environ.items()
+        if name.startswith(("HUD_OTEL_", "OTEL_")) and name not in _KEPT_VARIABLES
+    }
+    for name in hidden:
+        del os.environ[name]
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
 
 
 def _set_warnings(keys: set[object]) -> None:
