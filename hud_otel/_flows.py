@@ -15,6 +15,7 @@ from ._guard import internal_guard, warn_once, warn_user_once
 from ._invocation import (
     _FRAME,
     Definition,
+    Invocation,
     _short_repr,
     current_target,
     definition_for,
@@ -318,7 +319,7 @@ def set_context(**values: Any) -> None:
         if target is None:
             warn_once("set_context_outside", "hud_otel: set_context() outside any flow; ignored")
             return
-        attributes = context_attributes(values)
+        attributes = context_attributes(_within_caps(target, values))
         if attributes:
             target.set_context(attributes)
 
@@ -354,7 +355,25 @@ def _fail_target(target: Any, error: object, reason: object, values: dict[str, A
         error = _text(error) if error is not None and _text(error).strip() else "Failure"
     error = (str.__str__(error) if isinstance(error, str) else str(error))[: A.MAX_NAME_LENGTH]
     reason_s = None if reason is None else _text(reason)[: A.MAX_CONTEXT_VALUE_LENGTH]
-    target.set_failure(error, reason_s, context_attributes(values))
+    target.set_failure(error, reason_s, context_attributes(_within_caps(target, values)))
+
+
+def _within_caps(target: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """The values a flow can still take, so that a call with thousands of keys costs what the key cap
+    allows and not what the caller sent. One key over the cap is kept for the flow to drop and warn."""
+    if len(values) <= A.MAX_CONTEXT_KEYS or not isinstance(target, Invocation):
+        return values
+    known = target.ctx_keys or set()
+    room = A.MAX_CONTEXT_KEYS - len(known) + 1
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        attr = A.CONTEXT_PREFIX + key[:_MAX_KEY_LENGTH]
+        if value is None or attr in known:
+            out[key] = value
+        elif room > 0:
+            out[key] = value
+            room -= 1
+    return out
 
 
 _SCALARS = (str, bool, int, float)
