@@ -38,7 +38,7 @@ class _Cell:
     __slots__ = ("attrs", "buckets", "count", "key", "max", "min", "sum")
 
     def __init__(self, attrs: dict[str, Any], key: Any, nbuckets: int) -> None:
-        self.attrs = attrs  # kept alive, so its id() keys this cell for as long as the cell lives
+        self.attrs = attrs
         self.key = key
         self.count = 0
         self.sum: float = 0
@@ -54,19 +54,33 @@ class _Aggregated:
         self._sdk = sdk  # the stock SDK instrument the cells are merged into
         self._is_histogram = is_histogram
         self._boundaries = boundaries
-        self._cells: dict[int, _Cell] = {}
+        self._cells: dict[Any, _Cell] = {}  # by the SDK's key of the attribute set
+        self._by_id: dict[int, _Cell] = {}
+        self._pinned: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.active = True
 
     # -- hot path ------------------------------------------------------------------------------
 
     def _cell(self, attrs: dict[str, Any]) -> Optional[_Cell]:
-        cell = self._cells.get(id(attrs))
+        # Flows pass the same cached dict for each attribute set: found by identity, no hashing. Any
+        # other dict is looked up by content; the first _MAX_CELLS dicts are pinned (kept alive, so
+        # their id() cannot be reused by another dict) to be found by identity next time.
+        cell = self._by_id.get(id(attrs))
+        if cell is not None:
+            return cell
+        try:
+            key = _attributes_key(attrs)
+            cell = self._cells.get(key)
+        except Exception:
+            return None
         if cell is None:
             if len(self._cells) >= _MAX_CELLS:
                 return None
-            cell = _Cell(attrs, _attributes_key(attrs), len(self._boundaries) + 1)
-            self._cells[id(attrs)] = cell
+            cell = self._cells[key] = _Cell(dict(attrs), key, len(self._boundaries) + 1)
+        if len(self._by_id) < _MAX_CELLS:
+            self._by_id[id(attrs)] = cell
+            self._pinned.append(attrs)
         return cell
 
     def record(self, amount: Union[int, float], attributes: Optional[dict[str, Any]] = None) -> None:

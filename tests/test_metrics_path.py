@@ -186,3 +186,18 @@ def test_no_flow_is_lost_while_threads_record_and_a_reader_collects():
     finally:
         hud_sdk.shutdown()
         mp.shutdown()
+
+
+def test_fresh_attribute_dicts_share_one_cell_and_stay_bounded():
+    """Dicts made per call (raw-API flows) are found by content: one cell, bounded pinning, exact count."""
+    reader = _reader(AggregationTemporality.CUMULATIVE)
+    mp = MeterProvider(metric_readers=[reader])
+    meter = mp.get_meter("hud_otel.test")
+    hist = FlowMetrics(meter).wrap(meter.create_histogram("d", unit="s"), True)
+    assert isinstance(hist, _Aggregated)
+    for i in range(6000):
+        hist.record(0.001 * (i % 7), {"hud.flow.name": "raw", "hud.flow.outcome": "success"})
+    assert len(hist._cells) == 1 and len(hist._pinned) <= 4096
+    point = _points(reader, "d")[(("hud.flow.name", "raw"), ("hud.flow.outcome", "success"))]
+    assert point.count == 6000 and point.min == 0.0 and point.max == pytest.approx(0.006)
+    mp.shutdown()
