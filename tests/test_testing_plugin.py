@@ -1,16 +1,22 @@
 """``hud_otel.testing``: the pytest plugin as users get it, and what it reads back and puts back.
 
-The entry-point test runs pytest in a fresh project in a temporary directory outside this repository, with
-no conftest and no ``-p`` option: the ``hud_flows`` fixture can only come from the installed
-distribution's ``pytest11`` entry point. It uses this virtual environment's interpreter, where hud_otel is
-installed (editable: the same ``entry_points.txt`` a wheel install writes) with its dependencies; a brand
-new virtual environment would have to download them, and tests only reach the network on loopback.
+The entry point is proven twice, each time by running pytest in a new project in a temporary directory
+outside this repository, with no conftest and no ``-p`` option, so that the ``hud_flows`` fixture can only
+come from an installed distribution's ``pytest11`` entry point:
+
+- with this virtualenv's interpreter, where hud_otel is installed (editable: the same
+  ``entry_points.txt`` a wheel install writes) -- quick, and run with everything else;
+- with a wheel built from this checkout and installed by pip into a brand-new virtualenv, which borrows
+  the dependencies from this one (tests reach the network only on loopback, so nothing is downloaded).
+  About 3 s, marked slow.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import sysconfig
 import textwrap
 from datetime import datetime, timedelta, timezone
 from importlib import metadata
@@ -84,10 +90,7 @@ def test_the_installed_entry_point_declares_the_plugin():
 def test_a_fresh_project_outside_the_repo_gets_the_fixture(tmp_path):
     """A new project with only a tests/ file (no conftest, no -p, --strict-markers on) uses the
     ``hud_flows`` fixture and its marker: three passing tests, the plugin loaded by its entry point."""
-    project = tmp_path / "user-project"
-    (project / "tests").mkdir(parents=True)
-    (project / "pytest.ini").write_text("[pytest]\naddopts = --strict-markers\n")
-    (project / "tests" / "test_jobs.py").write_text(USER_TESTS)
+    project = _write_user_project(tmp_path)
     assert ROOT not in project.parents
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "tests"],
@@ -98,6 +101,61 @@ def test_a_fresh_project_outside_the_repo_gets_the_fixture(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout, result.stdout
+
+
+def _write_user_project(root: Path) -> Path:
+    project = root / "user-project"
+    (project / "tests").mkdir(parents=True)
+    (project / "pytest.ini").write_text("[pytest]\naddopts = --strict-markers\n")
+    (project / "tests" / "test_jobs.py").write_text(USER_TESTS)
+    return project
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(args, cwd=cwd, env=_clean_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{args}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.mark.slow
+def test_a_wheel_installed_in_a_new_virtualenv_gives_the_fixture(tmp_path):
+    """The package built into a wheel and installed with pip into a brand-new virtualenv (no hud_otel
+    in it but the wheel's) gives a fresh project the ``hud_flows`` fixture: three passing tests.
+
+    The new virtualenv borrows the dependencies (OpenTelemetry, pytest) from this one, every entry but
+    hud_otel's own, so that no download is needed."""
+    pytest.importorskip("wheel", reason="the dev extra installs wheel, needed to build without isolation")
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "hud_otel", source / "hud_otel", ignore=shutil.ignore_patterns("__pycache__"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    _run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", "dist", "./source"], tmp_path
+    )
+    (wheel,) = (tmp_path / "dist").glob("hud_otel-*.whl")
+
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    _run([base_python, "-m", "venv", "--without-pip", "venv"], tmp_path)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    purelib = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path)
+    borrowed = tmp_path / "borrowed"
+    borrowed.mkdir()
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if "hud_otel" not in entry.name:
+            (borrowed / entry.name).symlink_to(entry)
+    Path(purelib.stdout.strip(), "_borrowed.pth").write_text(
+        f"import site; site.addsitedir({str(borrowed)!r})\n"
+    )
+
+    _run([python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], tmp_path)
+    where = _run([python, "-c", "import hud_otel; print(hud_otel.__file__)"], tmp_path)
+    assert Path(where.stdout.strip()).is_relative_to(tmp_path / "venv")
+
+    project = _write_user_project(tmp_path)
+    result = _run([python, "-m", "pytest", "-p", "no:cacheprovider", "-q", "tests"], project)
     assert "3 passed" in result.stdout, result.stdout
 
 
