@@ -1,119 +1,213 @@
 """``register()``, ``flush()`` and ``shutdown()``: set hud_otel up on the user's OpenTelemetry.
 
-Attach, never replace: a global SDK provider the application already set gets hud_otel's span processor
-added to it; only when none is set does hud_otel build one and install it globally.
+The settings are resolved in ``_config``; the providers and exporters are attached or built in
+``_export``. This module ties them to the process: the one runtime, the flush at interpreter exit, and the
+flush at the end of a ``multiprocessing`` child (which leaves through ``os._exit``, skipping ``atexit``).
 """
 
 from __future__ import annotations
 
+import atexit
+import math
 import threading
-from typing import Any, Optional
+from collections.abc import Mapping
+from typing import Any, Optional, Union
 
-from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from . import _attributes as A
+from ._config import resolve
+from ._export import build
 from ._guard import internal_guard, logger, warn_once
 from ._processor import HudSpanProcessor
 from ._state import STATE, Instruments, Runtime
 from ._version import __version__
 
 _register_lock = threading.Lock()
+_exit_hooks_installed = False
+ORIGIN_CALL = "register()"
+ORIGIN_ZERO_CODE = "opentelemetry-instrument"
 
 
 def register(
     *,
-    tracer_provider: Optional[Any] = None,
-    meter_provider: Optional[Any] = None,
-    max_flow_names: int = A.DEFAULT_MAX_FLOW_NAMES,
+    service: Optional[str] = None,
+    api_key: Optional[str] = None,
+    endpoint: Optional[str] = None,
+    protocol: Optional[str] = None,
+    headers: Optional[Mapping[str, str]] = None,
+    insecure: Optional[bool] = None,
+    tracer_provider: Optional[TracerProvider] = None,
+    meter_provider: Optional[MeterProvider] = None,
+    max_flow_names: Optional[int] = None,
+    max_queue_size: Optional[int] = None,
+    export_timeout_s: Optional[Union[int, float]] = None,
+    metric_interval_s: Optional[Union[int, float]] = None,
+    exit_timeout_s: Optional[Union[int, float]] = None,
+    disabled: Optional[bool] = None,
 ) -> None:
     """Set hud_otel up; flows started before this call are not recorded.
 
-    With an SDK ``TracerProvider``/``MeterProvider`` passed in, or already set globally, hud_otel adds
-    its span processor to it and records its metrics with it::
+    Each setting comes from the argument, else its ``HUD_OTEL_*`` environment variable, else the standard
+    ``OTEL_*`` one, else its default (the README has the table)::
 
-        hud_otel.register()                                   # the global providers
-        hud_otel.register(tracer_provider=tp, meter_provider=mp)
+        hud_otel.register()                                        # a collector on localhost
+        hud_otel.register(endpoint="https://otlp.example.com", api_key=key)   # a Hud endpoint
+        hud_otel.register(tracer_provider=tp, meter_provider=mp)   # your own providers
+
+    SDK providers already set globally (or passed in) are kept: hud_otel adds its span processor to them,
+    and for a separate Hud endpoint an exporter that sends flows there. With none set, hud_otel builds
+    them, exporting over OTLP, and installs them globally. Pending flows are sent at interpreter exit.
 
     Calling it twice is harmless: the second call warns and changes nothing. Raises ``TypeError`` or
     ``ValueError`` for an explicitly invalid argument, and nothing else.
     """
-    if isinstance(max_flow_names, bool) or not isinstance(max_flow_names, int):
-        raise TypeError(f"max_flow_names must be an int, not {type(max_flow_names).__name__}")
-    if max_flow_names < 1:
-        raise ValueError(f"max_flow_names must be at least 1, got {max_flow_names}")
+    arguments = {
+        "service": service,
+        "api_key": api_key,
+        "endpoint": endpoint,
+        "protocol": protocol,
+        "headers": headers,
+        "insecure": insecure,
+        "max_flow_names": max_flow_names,
+        "max_queue_size": max_queue_size,
+        "export_timeout_s": export_timeout_s,
+        "metric_interval_s": metric_interval_s,
+        "exit_timeout_s": exit_timeout_s,
+        "disabled": disabled,
+    }
+    register_with(arguments, tracer_provider, meter_provider, ORIGIN_CALL)
+
+
+def register_with(
+    arguments: Mapping[str, Any],
+    tracer_provider: Optional[TracerProvider],
+    meter_provider: Optional[MeterProvider],
+    origin: str,
+) -> None:
+    """:func:`register`, saying who called it."""
     if tracer_provider is not None and not isinstance(tracer_provider, TracerProvider):
-        raise TypeError("tracer_provider must be an opentelemetry.sdk.trace.TracerProvider")
+        raise TypeError(
+            "hud_otel.register(): tracer_provider must be an opentelemetry.sdk.trace.TracerProvider"
+        )
     if meter_provider is not None and not isinstance(meter_provider, MeterProvider):
-        raise TypeError("meter_provider must be an opentelemetry.sdk.metrics.MeterProvider")
+        raise TypeError(
+            "hud_otel.register(): meter_provider must be an opentelemetry.sdk.metrics.MeterProvider"
+        )
     with _register_lock:
         if STATE.runtime is not None:
-            logger.warning("hud_otel: register() was already called; this call changes nothing")
+            if STATE.runtime.origin == ORIGIN_ZERO_CODE:
+                logger.warning(
+                    "hud_otel: already registered by opentelemetry-instrument; this register() call changes "
+                    "nothing (configure hud_otel with HUD_OTEL_* environment variables there)"
+                )
+            else:
+                logger.warning("hud_otel: register() was already called; this call changes nothing")
             return
-        owned: list[Any] = []
-        tp = tracer_provider if tracer_provider is not None else _global_tracer_provider(owned)
-        mp = meter_provider if meter_provider is not None else _global_meter_provider(owned)
+        settings = resolve(arguments)
+        if settings.disabled:
+            warn_once(
+                "disabled",
+                "hud_otel: disabled by %s; no flow is recorded",
+                settings.sources["disabled"],
+            )
+            STATE.warned_unregistered = True  # the one thing to say about flows has been said
+            return
+        pipeline = build(settings, tracer_provider, meter_provider)
         processor = HudSpanProcessor()
-        tp.add_span_processor(processor)
-        tracer = tp.get_tracer(A.TRACER_NAME, __version__)
-        meter = mp.get_meter(A.METER_NAME, __version__)
+        pipeline.tracer_provider.add_span_processor(processor)
         STATE.runtime = Runtime(
-            tracer=tracer,
-            instruments=Instruments(meter),
+            tracer=pipeline.tracer_provider.get_tracer(A.TRACER_NAME, __version__),
+            instruments=Instruments(pipeline.meter_provider.get_meter(A.METER_NAME, __version__)),
             processor=processor,
-            max_flow_names=max_flow_names,
-            owned=owned,
-            settings={"tracer_provider": tp, "meter_provider": mp},
+            max_flow_names=settings.max_flow_names,
+            pipeline=pipeline,
+            origin=origin,
         )
-
-
-def _global_tracer_provider(owned: list[Any]) -> TracerProvider:
-    current = trace.get_tracer_provider()
-    if isinstance(current, TracerProvider):
-        return current
-    provider = TracerProvider()
-    trace.set_tracer_provider(provider)
-    owned.append(provider)
-    return provider
-
-
-def _global_meter_provider(owned: list[Any]) -> MeterProvider:
-    current = metrics.get_meter_provider()
-    if isinstance(current, MeterProvider):
-        return current
-    provider = MeterProvider()
-    metrics.set_meter_provider(provider)
-    owned.append(provider)
-    return provider
+        _install_exit_hooks()
+        logger.debug("hud_otel: registered by %s with %r", origin, settings)
 
 
 def flush(timeout_s: float = 5.0) -> bool:
-    """Export pending flows and metrics now; True if everything was flushed within ``timeout_s``."""
+    """Export pending flows and metrics now; True if everything was sent within ``timeout_s``.
+
+    Never waits longer than ``timeout_s``, even with the backend down::
+
+        hud_otel.flush(2.0)
+    """
     rt = STATE.runtime
-    if rt is None:
+    if rt is None or rt.pipeline is None:
         return True
-    ok = True
     with internal_guard:
-        millis = max(1, int(timeout_s * 1000))
-        ok = bool(rt.settings["tracer_provider"].force_flush(millis)) and ok
-        ok = bool(rt.settings["meter_provider"].force_flush(millis)) and ok
-    return ok
+        return rt.pipeline.flush(_timeout(timeout_s))
+    return False
 
 
 def shutdown(timeout_s: float = 5.0) -> None:
-    """Flush, then stop recording flows; providers hud_otel built are shut down.
+    """Flush, then stop recording flows; what hud_otel built or added to providers is shut down.
 
-    A provider the application owns is left running. ``register()`` may be called again afterwards.
+    Providers the application owns are left running. ``register()`` may be called again afterwards::
+
+        hud_otel.shutdown()
     """
     with _register_lock:
         rt = STATE.runtime
         if rt is None:
             return
-        flush(timeout_s)
         STATE.runtime = None
         with internal_guard:
             rt.processor.shutdown()
-            for provider in rt.owned:
-                provider.shutdown()
-    warn_once  # noqa: B018 - imported for the export issue's settings warnings
+            if rt.pipeline is not None:
+                rt.pipeline.close(_timeout(timeout_s))
+
+
+# An "infinite" wait, in a unit every timer and join() accepts.
+_LONGEST_WAIT_S = 1_000_000
+
+
+def _timeout(value: object) -> float:
+    """``timeout_s`` as given to flush()/shutdown(), made usable: these never raise into the caller."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(min(max(value, 0), _LONGEST_WAIT_S))  # clamped as an int: any size is fine
+    if isinstance(value, float) and not math.isnan(value):
+        return min(max(value, 0.0), _LONGEST_WAIT_S)
+    warn_once(
+        ("timeout", type(value).__name__),
+        "hud_otel: a timeout must be a number of seconds, not %s; 5 s is used",
+        type(value).__name__,
+    )
+    return 5.0
+
+
+def _flush_at_exit() -> None:
+    """Send what is pending before the process ends, within the exit timeout; never raises."""
+    rt = STATE.runtime
+    if rt is None or rt.pipeline is None:
+        return
+    try:
+        if not rt.pipeline.close(rt.pipeline.exit_timeout_s):
+            logger.warning(
+                "hud_otel: pending flows were not all sent within %.1f s at exit",
+                rt.pipeline.exit_timeout_s,
+            )
+    except Exception:
+        logger.debug("hud_otel: the flush at exit failed", exc_info=True)
+
+
+def _after_multiprocessing_fork(_owner: object) -> None:
+    # A multiprocessing child ends with os._exit(), which skips atexit; its finalizers still run.
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, _flush_at_exit, exitpriority=10)
+
+
+def _install_exit_hooks() -> None:
+    global _exit_hooks_installed
+    if _exit_hooks_installed:
+        return
+    _exit_hooks_installed = True
+    atexit.register(_flush_at_exit)
+    import multiprocessing.util
+
+    multiprocessing.util.register_after_fork(_flush_at_exit, _after_multiprocessing_fork)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from opentelemetry import trace
 from opentelemetry.metrics import Counter, Histogram, Meter
@@ -18,6 +18,7 @@ from ._guard import warn_once
 from ._metrics import FlowMetrics
 
 if TYPE_CHECKING:
+    from ._export import Pipeline
     from ._invocation import Definition
     from ._processor import HudSpanProcessor
 
@@ -70,8 +71,10 @@ class Runtime:
     # Definitions of flows without code attributes (context managers, start_flow), by key.
     definitions: dict[tuple[str, str, str], Definition] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    owned: list[Any] = field(default_factory=list)  # providers we built and must shut down
-    settings: Any = None
+    # The providers in use and what hud_otel added to them (None for hand-made runtimes).
+    pipeline: Optional[Pipeline] = None
+    # Who registered: "register()" or the zero-code hook, for the second call's warning.
+    origin: str = "register()"
 
     def count_skip(self, reason: str) -> None:
         self.instruments.count_skip(reason)

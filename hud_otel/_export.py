@@ -1,0 +1,427 @@
+"""OTLP export: the exporters, what hud_otel adds to the user's providers, and the bounded flush at exit.
+
+Attach, never replace. With SDK providers already in place (the user's own pipeline), hud_otel only adds
+to them: its span processor always, and for a separate Hud endpoint a batch processor that sends flows
+(and the spans started inside them) there, plus a metric reader that sends hud_otel's own metrics there.
+With no provider in place, hud_otel builds a tracer and a meter provider exporting to the resolved
+endpoint and installs them globally, so the user's own spans take the same road.
+
+Exports are batched, gzip-compressed, bounded (queue size, timeout), and made again in a forked child,
+which must not share its parent's connection. Nothing here blocks the application: flush and shutdown
+run on a helper thread that the caller waits for at most ``timeout_s``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+    ResourceMetrics,
+)
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from . import _attributes as A
+from ._config import PROTOCOL_GRPC, Settings
+from ._guard import logger, warn_once
+from ._version import __version__
+
+# Always sent, so that the gRPC exporter never falls back to OTEL_EXPORTER_OTLP_HEADERS (it reads them
+# whenever it is given no headers at all); it also tells the backend which SDK sent the data.
+SDK_HEADER = "x-hud-otel-sdk"
+SDK_HEADER_VALUE = f"hud_otel/{__version__} python"
+
+# What an HTTP request needs beyond the headers hud_otel chose.
+_TRANSPORT_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "user-agent",
+    }
+)
+_DEFAULT_BATCH_SIZE = 512
+
+
+# -- exporters ----------------------------------------------------------------------------------------
+
+
+def _headers(settings: Settings) -> dict[str, str]:
+    headers = settings.export_headers()
+    headers.setdefault(SDK_HEADER, SDK_HEADER_VALUE)
+    return headers
+
+
+def _grpc_insecure(settings: Settings) -> bool:
+    scheme = settings.endpoint.partition("://")[0].lower() if "://" in settings.endpoint else ""
+    return scheme == "http" if scheme else settings.insecure
+
+
+def _pinned_session(headers: dict[str, str]) -> Any:
+    """A ``requests`` session that sends the headers hud_otel chose and no other.
+
+    The stock OTLP/HTTP exporters merge ``OTEL_EXPORTER_OTLP_*HEADERS`` into whatever headers they are
+    given; those belong to the user's own pipeline and must not reach a separate endpoint.
+    """
+    import requests  # a dependency of the OTLP/HTTP exporter
+
+    allowed = frozenset(name.lower() for name in headers) | _TRANSPORT_HEADERS
+
+    class PinnedHeadersSession(requests.Session):
+        def prepare_request(self, request: Any) -> Any:
+            prepared = super().prepare_request(request)
+            for name in [n for n in prepared.headers if n.lower() not in allowed]:
+                del prepared.headers[name]
+            return prepared
+
+    return PinnedHeadersSession()
+
+
+def make_span_exporter(settings: Settings) -> SpanExporter:
+    """An OTLP span exporter to the resolved endpoint, over the resolved protocol, gzip-compressed."""
+    headers = _headers(settings)
+    if settings.protocol == PROTOCOL_GRPC:
+        from grpc import Compression
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter(
+            endpoint=settings.endpoint,
+            insecure=_grpc_insecure(settings),
+            headers=tuple(headers.items()),
+            timeout=settings.export_timeout_s,
+            compression=Compression.Gzip,
+        )
+    from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    return HttpExporter(
+        endpoint=settings.signal_url("traces"),
+        headers=headers,
+        timeout=settings.export_timeout_s,
+        compression=HttpCompression.Gzip,
+        session=_pinned_session(headers),
+    )
+
+
+def make_metric_exporter(settings: Settings) -> MetricExporter:
+    """An OTLP metric exporter to the resolved endpoint, over the resolved protocol, gzip-compressed."""
+    headers = _headers(settings)
+    if settings.protocol == PROTOCOL_GRPC:
+        from grpc import Compression
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter as GrpcExporter,
+        )
+
+        return GrpcExporter(
+            endpoint=settings.endpoint,
+            insecure=_grpc_insecure(settings),
+            headers=tuple(headers.items()),
+            timeout=settings.export_timeout_s,
+            compression=Compression.Gzip,
+        )
+    from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
+
+    return HttpExporter(
+        endpoint=settings.signal_url("metrics"),
+        headers=headers,
+        timeout=settings.export_timeout_s,
+        compression=HttpCompression.Gzip,
+        session=_pinned_session(headers),
+    )
+
+
+class ForkSafeSpanExporter(SpanExporter):
+    """A span exporter that is made again in a forked child: a connection is never shared by processes."""
+
+    def __init__(self, make: Callable[[], SpanExporter]) -> None:
+        self._make = make
+        self._pid = os.getpid()
+        self._inner = make()
+
+    def _current(self) -> SpanExporter:
+        if self._pid != os.getpid():
+            self._inner = self._make()
+            self._pid = os.getpid()
+        return self._inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._current().export(spans)
+
+    def shutdown(self) -> None:
+        if self._pid == os.getpid():  # a child never closes the connection its parent still uses
+            self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class ForkSafeMetricExporter(MetricExporter):
+    """A metric exporter made again in a forked child; with ``scope``, it sends that meter's metrics only."""
+
+    def __init__(self, make: Callable[[], MetricExporter], scope: Optional[str] = None) -> None:
+        self._make = make
+        self._pid = os.getpid()
+        self._inner = make()
+        self._scope = scope
+        super().__init__(
+            preferred_temporality=getattr(self._inner, "_preferred_temporality", None),
+            preferred_aggregation=getattr(self._inner, "_preferred_aggregation", None),
+        )
+
+    def _current(self) -> MetricExporter:
+        if self._pid != os.getpid():
+            self._inner = self._make()
+            self._pid = os.getpid()
+        return self._inner
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        if self._scope is not None:
+            metrics_data = _only_scope(metrics_data, self._scope)
+            if not metrics_data.resource_metrics:
+                return MetricExportResult.SUCCESS
+        return self._current().export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        if self._pid == os.getpid():
+            self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+def _only_scope(data: MetricsData, scope: str) -> MetricsData:
+    kept = []
+    for rm in data.resource_metrics:
+        scoped = [sm for sm in rm.scope_metrics if sm.scope.name == scope]
+        if scoped:
+            kept.append(ResourceMetrics(resource=rm.resource, scope_metrics=scoped, schema_url=rm.schema_url))
+    return MetricsData(resource_metrics=kept)
+
+
+class FlowExportProcessor(SpanProcessor):
+    """Sends flows, and the spans started inside them, to a separate Hud endpoint.
+
+    Added to the user's tracer provider next to their own processors; every other span is left to them.
+    """
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self._inner = inner
+        self._stopped = False
+
+    def on_end(self, span: ReadableSpan) -> None:
+        attrs = span.attributes
+        if not self._stopped and attrs and (A.FLOW_TYPE in attrs or A.FLOW_NAME in attrs):
+            self._inner.on_end(span)
+
+    def shutdown(self) -> None:
+        # A span processor cannot be removed from a provider: once stopped, it lets spans pass by.
+        self._stopped = True
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self._inner.force_flush(timeout_millis))
+
+
+def _batch(exporter: SpanExporter, settings: Settings) -> BatchSpanProcessor:
+    return BatchSpanProcessor(
+        exporter,
+        max_queue_size=settings.max_queue_size,
+        max_export_batch_size=min(_DEFAULT_BATCH_SIZE, settings.max_queue_size),
+    )
+
+
+def _reader(exporter: MetricExporter, settings: Settings) -> MetricReader:
+    return PeriodicExportingMetricReader(
+        exporter,
+        export_interval_millis=settings.metric_interval_s * 1000,
+        export_timeout_millis=settings.export_timeout_s * 1000,
+    )
+
+
+# -- the pipeline -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pipeline:
+    """The providers hud_otel records with, and the parts it owns and must flush and shut down."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    # Flushed by flush() and at exit: the providers in use, and our readers the providers do not know of.
+    flushables: list[Any] = field(default_factory=list)
+    # Shut down by shutdown() and at exit: what hud_otel built or added.
+    closables: list[Any] = field(default_factory=list)
+    exit_timeout_s: float = 3.0
+
+    def flush(self, timeout_s: float) -> bool:
+        """Export what is pending; True if it all went within ``timeout_s``."""
+        millis = max(1, int(timeout_s * 1000))
+        return run_bounded(
+            lambda: all([bool(part.force_flush(millis)) for part in self.flushables]), timeout_s
+        )
+
+    def close(self, timeout_s: float) -> bool:
+        """Flush, then shut down what hud_otel owns, all within ``timeout_s``; True if it finished."""
+        millis = max(1, int(timeout_s * 1000))
+
+        def close_all() -> bool:
+            for part in self.flushables:
+                if part not in self.closables:
+                    _quietly(part.force_flush, millis)
+            for part in self.closables:
+                _quietly(part.shutdown)
+            return True
+
+        return run_bounded(close_all, timeout_s)
+
+
+def _quietly(call: Callable[..., Any], *args: Any) -> None:
+    try:
+        call(*args)
+    except Exception:  # an exporter or a provider that fails on the way out is not the user's problem
+        logger.debug("hud_otel: a part failed to flush or shut down", exc_info=True)
+
+
+def run_bounded(call: Callable[[], bool], timeout_s: float) -> bool:
+    """Run ``call`` on a helper thread and wait for it at most ``timeout_s``.
+
+    The SDK's batch processors do not bound ``force_flush`` by its timeout (an export retries for as long
+    as the exporter's own timeout allows), so the wait is bounded here. A call still running afterwards
+    goes on in the background on a daemon thread, which never holds the interpreter's exit.
+    """
+    outcome: list[bool] = []
+
+    def target() -> None:
+        try:
+            outcome.append(bool(call()))
+        except Exception:
+            logger.debug("hud_otel: flush failed", exc_info=True)
+            outcome.append(False)
+
+    worker = threading.Thread(target=target, name="hud-otel-flush", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    return bool(outcome and outcome[0])
+
+
+def build(
+    settings: Settings,
+    tracer_provider: Optional[TracerProvider],
+    meter_provider: Optional[MeterProvider],
+) -> Pipeline:
+    """Attach to the given or global SDK providers, or build and install them; never replace one."""
+    export = settings.refused is None
+    separate = settings.hud_endpoint and export
+    tp = tracer_provider if tracer_provider is not None else _global_sdk_tracer_provider()
+    mp = meter_provider if meter_provider is not None else _global_sdk_meter_provider()
+    resource = _resource(settings) if tp is None or mp is None else None
+    closables: list[Any] = []
+
+    if tp is None:
+        tp = TracerProvider(resource=resource, shutdown_on_exit=False)
+        if export:
+            tp.add_span_processor(
+                _batch(ForkSafeSpanExporter(lambda: make_span_exporter(settings)), settings)
+            )
+        _install_tracer_provider(tp)
+        closables.append(tp)
+    elif separate:
+        processor = FlowExportProcessor(
+            _batch(ForkSafeSpanExporter(lambda: make_span_exporter(settings)), settings)
+        )
+        tp.add_span_processor(processor)
+        closables.append(processor)
+    elif settings.api_key:
+        warn_once(
+            "api_key_unused",
+            "hud_otel: an API key is set but flows go through your own tracer provider's exporters; "
+            "set endpoint= (or HUD_OTEL_ENDPOINT) to send them to Hud with it",
+        )
+
+    flushables: list[Any] = [tp]
+    if mp is None:
+        readers = (
+            [_reader(ForkSafeMetricExporter(lambda: make_metric_exporter(settings)), settings)]
+            if export
+            else []
+        )
+        mp = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
+        _install_meter_provider(mp)
+        closables.append(mp)
+        flushables.append(mp)
+    elif separate:
+        reader = _reader(
+            ForkSafeMetricExporter(lambda: make_metric_exporter(settings), A.METER_NAME), settings
+        )
+        add = getattr(mp, "add_metric_reader", None)
+        flushables.append(mp)
+        if add is not None:
+            # Shut down, never removed: the SDK's remove_metric_reader drops the reader's last collection.
+            add(reader)
+            flushables.append(reader)
+            closables.append(reader)
+        else:
+            # An SDK without add_metric_reader: hud_otel's metrics get a provider of their own, which
+            # exports to the Hud endpoint only.
+            mp = MeterProvider(metric_readers=[reader], resource=tp.resource, shutdown_on_exit=False)
+            closables.append(mp)
+            flushables.append(mp)
+    else:
+        flushables.append(mp)
+    return Pipeline(
+        tracer_provider=tp,
+        meter_provider=mp,
+        flushables=flushables,
+        closables=closables,
+        exit_timeout_s=settings.exit_timeout_s,
+    )
+
+
+def _resource(settings: Settings) -> Resource:
+    # Resource.create reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; an explicit service wins.
+    return Resource.create({SERVICE_NAME: settings.service} if settings.service else {})
+
+
+def _global_sdk_tracer_provider() -> Optional[TracerProvider]:
+    current = trace.get_tracer_provider()
+    return current if isinstance(current, TracerProvider) else None
+
+
+def _global_sdk_meter_provider() -> Optional[MeterProvider]:
+    current = metrics.get_meter_provider()
+    return current if isinstance(current, MeterProvider) else None
+
+
+def _install_tracer_provider(provider: TracerProvider) -> None:
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        # Another (non-SDK) provider is global: it stays, and flows use hud_otel's own provider.
+        logger.warning(
+            "hud_otel: the global tracer provider is not the SDK's; flows use a provider of their own"
+        )
+        return
+    trace.set_tracer_provider(provider)
+
+
+def _install_meter_provider(provider: MeterProvider) -> None:
+    # Were a non-SDK provider already global, OpenTelemetry keeps it and says so; flow metrics then use
+    # hud_otel's own provider.
+    metrics.set_meter_provider(provider)

@@ -1,0 +1,186 @@
+"""Short-lived processes lose nothing (CONTRACT section 4): real child interpreters export their flows at
+exit — normal exit, sys.exit(3), an unhandled exception, a forked child, a multiprocessing child — and a
+backend that is down holds the exit no longer than the exit timeout."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+
+import pytest
+
+from hud_otel._receiver import OtlpReceiver
+from tests.otlp import clean_environ, free_port, run_script
+
+PROTOCOLS = ["grpc", "http/protobuf"]
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    with OtlpReceiver() as rx:
+        yield rx
+
+
+@pytest.fixture(autouse=True)
+def _fresh(receiver):
+    receiver.clear()
+
+
+def env_for(rx: OtlpReceiver, protocol: str = "grpc", **extra: str) -> dict[str, str]:
+    endpoint = rx.grpc_endpoint if protocol == "grpc" else rx.http_endpoint
+    return clean_environ(HUD_OTEL_ENDPOINT=endpoint, HUD_OTEL_PROTOCOL=protocol, **extra)
+
+
+def script(body: str) -> str:
+    return "import os, sys, time\nimport hud_otel\nhud_otel.register()\n" + textwrap.dedent(body)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_script_that_exits_normally_sends_its_flow_and_metrics(receiver, protocol):
+    """No flush() call anywhere: the flow and its duration metric are sent when the interpreter exits."""
+    done = run_script(
+        script(
+            """
+            @hud_otel.sync_flow("exit-normally")
+            def main():
+                hud_otel.set_context(rows=3)
+
+            main()
+            """
+        ),
+        env_for(receiver, protocol),
+    )
+    assert done.returncode == 0, done.stderr
+    (span,) = receiver.wait_for_spans(1)
+    assert (span.name, span.attributes["hud.flow.outcome"], span.attributes["hud.context.rows"]) == (
+        "exit-normally",
+        "success",
+        3,
+    )
+    assert receiver.wait_for_metrics("hud.flow.duration")
+
+
+def test_a_script_ending_with_sys_exit_3_sends_its_flows_and_keeps_its_exit_code(receiver):
+    """sys.exit(3) after one flow and inside another: both arrive (the second failed), exit code 3."""
+    done = run_script(
+        script(
+            """
+            with hud_otel.sync_flow("before-exit"):
+                pass
+
+            @hud_otel.sync_flow("exits-inside")
+            def main():
+                sys.exit(3)
+
+            main()
+            """
+        ),
+        env_for(receiver),
+    )
+    assert done.returncode == 3, done.stderr
+    spans = {s.name: s for s in receiver.wait_for_spans(2)}
+    assert spans["before-exit"].attributes["hud.flow.outcome"] == "success"
+    assert (spans["exits-inside"].attributes["hud.flow.error"], spans["exits-inside"].status_description) == (
+        "SystemExit",
+        "SystemExit: 3",
+    )
+
+
+def test_a_script_dying_of_an_unhandled_exception_sends_the_failed_flow(receiver):
+    """The exception kills the script (exit code 1, traceback on stderr) and the failed flow still arrives."""
+    done = run_script(
+        script(
+            """
+            @hud_otel.sync_flow("crashes")
+            def main():
+                raise RuntimeError("disk full")
+
+            main()
+            """
+        ),
+        env_for(receiver),
+    )
+    assert done.returncode == 1 and "RuntimeError: disk full" in done.stderr
+    (span,) = receiver.wait_for_spans(1)
+    assert (span.name, span.attributes["hud.flow.error"], [e.name for e in span.events]) == (
+        "crashes",
+        "RuntimeError",
+        ["exception"],
+    )
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_child_made_by_os_fork_exports_its_own_flow(receiver, protocol):
+    """After os.fork() the child's flow is sent by the child (over a connection of its own); the parent's too."""
+    done = run_script(
+        script(
+            """
+            pid = os.fork()
+            if pid == 0:
+                with hud_otel.sync_flow("in-forked-child"):
+                    hud_otel.set_context(pid=os.getpid())
+                sys.exit(0)
+            _, status = os.waitpid(pid, 0)
+            with hud_otel.sync_flow("in-parent"):
+                hud_otel.set_context(child_status=status)
+            """
+        ),
+        env_for(receiver, protocol),
+    )
+    assert done.returncode == 0, done.stderr
+    spans = {s.name: s for s in receiver.wait_for_spans(2)}
+    assert set(spans) == {"in-forked-child", "in-parent"}
+    assert spans["in-parent"].attributes["hud.context.child_status"] == 0
+    assert receiver.span_total == 2  # the parent's queue is not sent twice
+
+
+def test_a_multiprocessing_child_with_fork_exports_its_own_flows(receiver):
+    """multiprocessing children end with os._exit (no atexit); their flows are sent by its finalizers."""
+    done = run_script(
+        script(
+            """
+            import multiprocessing
+
+            @hud_otel.sync_flow("mp-job")
+            def job(n):
+                hud_otel.set_context(n=n)
+
+            if __name__ == "__main__":
+                ctx = multiprocessing.get_context("fork")
+                workers = [ctx.Process(target=job, args=(n,)) for n in range(3)]
+                for w in workers:
+                    w.start()
+                for w in workers:
+                    w.join()
+                print([w.exitcode for w in workers])
+            """
+        ),
+        env_for(receiver),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0, 0, 0]"
+    spans = receiver.wait_for_spans(3)
+    assert sorted(s.attributes["hud.context.n"] for s in spans) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_with_the_backend_down_a_script_exits_within_the_exit_timeout_plus_one_second(protocol):
+    """Nothing listens at the endpoint: the exporter retries, and the exit still waits at most
+    HUD_OTEL_EXIT_TIMEOUT (1 s here) plus one second, measured from the end of the script's own code."""
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    done = run_script(
+        script(
+            """
+            for i in range(3):
+                with hud_otel.sync_flow("unsent"):
+                    pass
+            print(time.time(), flush=True)
+            """
+        ),
+        clean_environ(HUD_OTEL_ENDPOINT=endpoint, HUD_OTEL_PROTOCOL=protocol, HUD_OTEL_EXIT_TIMEOUT="1"),
+    )
+    ended = time.time()
+    assert done.returncode == 0, done.stderr
+    code_done = float(done.stdout.strip())
+    assert ended - code_done < 1.0 + 1.0, f"exit took {ended - code_done:.2f}s"
+    assert "not all sent within 1.0 s at exit" in done.stderr
