@@ -10,7 +10,8 @@ internal errors re-raised, so any bug the guard would hide fails the test. Hosti
 ``__repr__``, ``__str__``, ``__hash__``... raise) run in production mode, where hud_otel's guard is the
 last line of defence, and must still never reach the caller.
 
-Examples per property: ``HUD_OTEL_FUZZ_EXAMPLES`` if set, else 2,000 under ``CI=true``, else 100.
+Examples per property: ``HUD_OTEL_FUZZ_EXAMPLES`` if set, else 1,000 under ``CI=true`` (a quarter of
+that for the random programs), else 100.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from hud_otel._invocation import _FRAME
 from hud_otel.testing import HudFlows, capture_flows
 
 _CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-_EXAMPLES = int(os.environ.get("HUD_OTEL_FUZZ_EXAMPLES", "2000" if _CI else "100"))
+_EXAMPLES = int(os.environ.get("HUD_OTEL_FUZZ_EXAMPLES", "1000" if _CI else "100"))
 
 settings.register_profile(
     "hud_otel_bad_input",
@@ -68,7 +69,10 @@ DATETIMES = st.one_of(
     st.sampled_from([datetime.min, datetime.max]).map(lambda d: d.replace(tzinfo=timezone.utc)),
     st.just(datetime.now(timezone.utc) + timedelta(days=3650)),  # clock skew: enqueued in the future
 )
-_HUGE_TEXT = st.builds(lambda c, n: c * n, st.characters(), st.integers(0, 1_100_000))
+# Long strings at the edges that matter (the 256 and 1,024 caps) and a megabyte, built cheaply.
+_HUGE_TEXT = st.builds(
+    lambda c, n: c * n, st.characters(), st.sampled_from([0, 255, 256, 257, 1024, 1025, 70_000, 1_100_000])
+)
 TEXT = st.one_of(
     st.text(max_size=40),
     st.text(alphabet=st.sampled_from(" \t\n\r\x00\u200b\ufeff"), max_size=5),  # blank-ish
@@ -539,6 +543,7 @@ def test_start_and_end_flow_take_any_arguments():
         check()
 
 
+@pytest.mark.slow
 def test_set_context_and_set_failure_take_any_values():
     """``set_context``/``set_failure`` with any keys, values and error names, inside and outside a flow:
     the flow exports with the values capped (64 keys, 1024 characters) and fails with a string error."""
@@ -637,11 +642,6 @@ def test_hostile_objects_never_reach_the_caller():
         check()
 
 
-@pytest.mark.xfail(
-    reason="flush(timeout_s) with NaN, infinity or a non-number raises in _export.py (being written "
-    "for issue 3); fixed once it lands",
-    strict=False,
-)
 def test_flush_and_shutdown_take_any_timeout():
     """``flush`` and ``shutdown`` with any timeout value never raise, and hud_otel works after."""
 
