@@ -200,7 +200,9 @@ class HudSpanProcessor(SpanProcessor):
         entry = getattr(span, _ENTRY_ATTR, None)
         if entry is not None and entry.span is span and not entry.ended:
             try:
-                self._close(entry, span)
+                entry.ended = True
+                if type(entry) is RawFlow:
+                    _finish_raw_flow(entry, span, writable=True)
             except Exception as exc:
                 with internal_guard:
                     raise exc
@@ -211,15 +213,13 @@ class HudSpanProcessor(SpanProcessor):
                 ctx = span.context
                 entry = self._open.pop(ctx.span_id, None) if ctx is not None else None
                 if entry is not None and not entry.ended:
-                    self._close(entry, span)
+                    entry.ended = True
+                    if type(entry) is RawFlow:
+                        # Processors before this one may be exporting the span already: read only.
+                        _finish_raw_flow(entry, span, writable=False)
             except Exception as exc:
                 with internal_guard:
                     raise exc
-
-    def _close(self, entry: Entry, span: ReadableSpan) -> None:
-        entry.ended = True
-        if type(entry) is RawFlow:
-            _record_flow_metrics(entry, span)
 
     def shutdown(self) -> None:
         self._open.clear()
@@ -292,20 +292,28 @@ def _demote(span: Any, reason: str, live: Optional[Entry]) -> None:
             pass
 
 
-def _record_flow_metrics(flow: RawFlow, span: ReadableSpan) -> None:
-    """The flow metrics of a raw-API flow, read from its span as it ends."""
+def _finish_raw_flow(flow: RawFlow, span: ReadableSpan, writable: bool) -> None:
+    """Record a raw-API flow's metrics, read from its span as it ends.
+
+    When ``writable`` (the SDK's ``_on_ending`` hook: the span has ended but no processor has seen it
+    yet), a missing ``hud.flow.outcome`` is also written on the span, so that it reads on the wire like
+    every other flow. The span's attributes are frozen by then, so this goes to their dict directly.
+    """
+    attrs = span.attributes or {}
+    outcome = attrs.get(A.FLOW_OUTCOME)
+    if outcome not in _OUTCOMES:
+        outcome = A.OUTCOME_FAILURE if span.status.status_code is StatusCode.ERROR else A.OUTCOME_SUCCESS
+        if writable:
+            bounded: Any = span._attributes
+            values = bounded._dict
+            if bounded.maxlen is None or len(values) < bounded.maxlen:
+                values[A.FLOW_OUTCOME] = outcome
     rt = STATE.runtime
     if rt is None or span.start_time is None or span.end_time is None:
         return
-    attrs = span.attributes or {}
-    outcome = attrs.get(A.FLOW_OUTCOME)
-    failed = span.status.status_code is StatusCode.ERROR
-    if outcome not in _OUTCOMES:
-        outcome = A.OUTCOME_FAILURE if failed else A.OUTCOME_SUCCESS
     metric_attrs: dict[str, Any] = {**flow.base_metric_attrs, A.FLOW_OUTCOME: outcome}
     if outcome == A.OUTCOME_FAILURE:
-        error = attrs.get(A.ERROR_TYPE) or attrs.get(A.FLOW_ERROR)
-        metric_attrs[A.ERROR_TYPE] = error if isinstance(error, str) else _OTHER_ERROR
+        metric_attrs[A.ERROR_TYPE] = _error_type(span, attrs)
     instruments = rt.instruments
     instruments.duration.record((span.end_time - span.start_time) / 1e9, metric_attrs)
     if flow.base_metric_attrs[A.FLOW_TYPE] != "queue":
@@ -316,3 +324,17 @@ def _record_flow_metrics(flow: RawFlow, span: ReadableSpan) -> None:
     count = attrs.get(A.QUEUE_MESSAGE_COUNT)
     if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
         instruments.messages.add(count, flow.base_metric_attrs)
+
+
+def _error_type(span: ReadableSpan, attrs: Any) -> str:
+    """A failed raw-API flow's error: its ``error.type``, else the class of the last exception recorded
+    on it (as for hud_otel's own flows), else ``_OTHER``."""
+    error = attrs.get(A.ERROR_TYPE) or attrs.get(A.FLOW_ERROR)
+    if isinstance(error, str):
+        return error
+    for event in reversed(span.events):
+        if event.name == "exception":
+            exc_type = (event.attributes or {}).get("exception.type")
+            if isinstance(exc_type, str) and exc_type:
+                return exc_type
+    return _OTHER_ERROR

@@ -55,10 +55,15 @@ def ship(order: str) -> str:
 
 @pytest.fixture(scope="module")
 def worker() -> Iterator[None]:
-    """One Celery worker thread for the module."""
-    logging.getLogger("celery").setLevel(logging.ERROR)
-    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
-        yield
+    """One Celery worker thread for the module; the logging set-up it changes is put back after."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            yield
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
 
 
 @pytest.fixture
