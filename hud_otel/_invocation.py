@@ -64,6 +64,8 @@ class Definition:
             attrs[A.MESSAGING_OPERATION_TYPE] = A.OPERATION_PROCESS
             attrs[A.MESSAGING_OPERATION_NAME] = A.OPERATION_PROCESS
             attrs[A.MESSAGING_DESTINATION_NAME] = name
+        # Most flows succeed: the span starts with that outcome, and finish() only writes another one.
+        attrs[A.FLOW_OUTCOME] = A.OUTCOME_SUCCESS
         self.attrs = attrs
         base = {A.FLOW_NAME: name, A.FLOW_TYPE: flow_type, A.FRAMEWORK: framework}
         self.base_metric_attrs = base
@@ -516,7 +518,8 @@ def finish(inv: Invocation, exc: Optional[BaseException], end_reason: object = N
     if inv.error is not None:
         outcome, error = A.OUTCOME_FAILURE, inv.error
         description = inv.reason if inv.reason is not None else description or inv.error
-    end_attrs: dict[str, Any] = {A.FLOW_OUTCOME: outcome}
+    # The span started with outcome "success" (Definition.attrs): a successful flow writes nothing here.
+    end_attrs: dict[str, Any] = {} if outcome == A.OUTCOME_SUCCESS else {A.FLOW_OUTCOME: outcome}
     if error is not None:
         end_attrs[A.ERROR_TYPE] = error
         end_attrs[A.FLOW_ERROR] = error
@@ -528,7 +531,8 @@ def finish(inv: Invocation, exc: Optional[BaseException], end_reason: object = N
         else:
             e2e_s = e2e_ns / 1e9
             end_attrs[A.QUEUE_E2E_DURATION_MS] = e2e_ns / 1e6
-    span.set_attributes(end_attrs)
+    if end_attrs:
+        span.set_attributes(end_attrs)
     if record:
         span.record_exception(exc, escaped=True)
     if error is not None:
