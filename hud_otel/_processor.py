@@ -198,10 +198,15 @@ class HudSpanProcessor(SpanProcessor):
 
     def _on_ending(self, span: Span) -> None:
         entry = getattr(span, _ENTRY_ATTR, None)
+        # Only entries this processor opened: hud_otel's own flows are ended by the flow API, which
+        # records their outcome and metrics (even if the user ended their span first).
         if entry is not None and entry.span is span and not entry.ended:
             try:
-                entry.ended = True
-                if type(entry) is RawFlow:
+                kind = type(entry)
+                if kind is Entry:
+                    entry.ended = True
+                elif kind is RawFlow:
+                    entry.ended = True
                     _finish_raw_flow(entry, span, writable=True)
             except Exception as exc:
                 with internal_guard:

@@ -427,3 +427,11 @@ def test_flow_name_on_child_spans_respects_the_providers_span_limits():
     spans = {s.name: dict(s.attributes or {}) for s in exporter.get_finished_spans()}
     assert spans["short"] == {A.FLOW_NAME: "night"}
     assert spans["full"] == {"b": 2, A.FLOW_NAME: "night"}
+
+
+def test_a_hud_flow_whose_span_the_user_ended_early_is_still_counted_once(flows):
+    """The processor leaves hud_otel's own flows to the flow API: a flow whose span the user's code ends
+    by hand still gets exactly one ``hud.flow.duration`` point when the flow itself ends."""
+    with hud.sync_flow("ended-early"):
+        trace.get_current_span().end()
+    assert durations(flows) == [({A.FLOW_NAME: "ended-early", **CUSTOM, A.FLOW_OUTCOME: "success"}, 1)]
