@@ -4,15 +4,19 @@ Subcommands:
 
 - ``hud-otel serve``: receive OTLP (gRPC and HTTP) and show the Custom Flows and Queues views live
   until Ctrl-C, then print them once more. The HTTP port also answers ``GET /api/view`` (the view as
-  JSON) and ``GET /api/flows/<name>`` (one flow's recent invocations).
+  JSON), ``GET /api/flows/<name>`` (one flow's recent invocations) and ``GET /api/charts/<name>``
+  (its chart data). A web page with the same views and charts is served on loopback on its own port
+  (``--web-port``, 4319 by default; ``--no-web`` to turn it off), see :mod:`hud_otel._web`.
 - ``hud-otel show NAME``: print the recent invocations of one flow from a running ``serve``.
 - ``hud-otel demo``: run the project's ``examples/`` against an in-process receiver and print the
-  views.
+  views; with ``--web``, then serve the web page of the result until Ctrl-C.
 
 With ``--json``, ``serve`` writes JSON Lines to stdout: first
 ``{"event": "listening", "grpc_endpoint": ..., "http_endpoint": ..., "grpc_port": ...,
-"http_port": ...}``, then, once stopped, the view (see :mod:`hud_otel._view` for its schema).
-``demo --json`` writes the view with an extra ``"examples"`` list; ``show --json`` the detail view.
+"http_port": ..., "web_url": ... or null, "web_port": ... or null}``, then, once stopped, the view
+(see :mod:`hud_otel._view` for its schema). ``demo --json`` writes the view with an extra
+``"examples"`` list (then, with ``--web``, a line ``{"event": "web", "web_url": ..., "web_port":
+...}``); ``show --json`` the detail view.
 
 Example::
 
@@ -48,7 +52,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from hud_otel._receiver import OtlpReceiver
-    from hud_otel._view import View
+    from hud_otel._view import FlowView, View
+    from hud_otel._web import WebServer
 
 # The viewer is an optional extra of the package: its modules are imported by the commands, so
 # that without them `hud-otel` can still say what to install instead of failing on import.
@@ -130,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=_port, default=4318, help="HTTP port, 0 = any free")
     serve.add_argument("--json", action="store_true", help="JSON Lines output instead of tables")
     serve.add_argument("--refresh", type=_positive_float, default=1.0, help="seconds between live refreshes")
+    _web_arguments(serve)
+    serve.add_argument("--no-web", action="store_true", help="do not serve the web page")
     serve.set_defaults(run=_serve)
 
     show = commands.add_parser(
@@ -159,8 +166,36 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="directory of examples (default ./examples, else the one beside the package)",
     )
+    demo.add_argument("--web", action="store_true", help="then serve the web page of the result until Ctrl-C")
+    _web_arguments(demo)
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _web_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--web-port",
+        type=_port,
+        default=None,
+        help="port of the web page on 127.0.0.1, 0 = any free (default 4319, or a free one if taken)",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# web page
+
+
+def _start_web(view: FlowView, port: Optional[int]) -> WebServer:
+    """Start the web page; raises ``OSError`` when an explicitly asked port is taken."""
+    from hud_otel._web import DEFAULT_WEB_PORT, WebServer
+
+    if port is not None:
+        return WebServer(view, port).start()
+    try:
+        return WebServer(view, DEFAULT_WEB_PORT).start()
+    except OSError:
+        # The default is a convenience: a second serve (or a test run beside one) still gets a page.
+        return WebServer(view, 0).start()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,11 +245,20 @@ def _serve(args: argparse.Namespace) -> int:
     view.attach(receiver)
     receiver.add_json_route("/api/view", lambda _rest: view.snapshot())
     receiver.add_json_route("/api/flows/", view.detail)
+    receiver.add_json_route("/api/charts/", view.charts)
     try:
         receiver.start()
     except OSError as exc:
         err.print(f"[red]hud-otel: cannot listen on {host}: {exc}[/red]")
         return 1
+    web: Optional[WebServer] = None
+    if not args.no_web:
+        try:
+            web = _start_web(view, args.web_port)
+        except OSError as exc:
+            receiver.stop()
+            err.print(f"[red]hud-otel: cannot serve the web page on 127.0.0.1: {exc}[/red]")
+            return 1
 
     stop = threading.Event()
     try:
@@ -226,6 +270,8 @@ def _serve(args: argparse.Namespace) -> int:
                     "http_endpoint": receiver.http_endpoint,
                     "grpc_port": receiver.grpc_port,
                     "http_port": receiver.http_port,
+                    "web_url": web.url if web is not None else None,
+                    "web_port": web.port if web is not None else None,
                 }
                 print(json.dumps(listening), flush=True)
             else:
@@ -233,6 +279,8 @@ def _serve(args: argparse.Namespace) -> int:
                     f"hud-otel: receiving OTLP on gRPC [bold]{receiver.grpc_endpoint}[/bold] and "
                     f"HTTP [bold]{receiver.http_endpoint}[/bold] (Ctrl-C to stop)"
                 )
+                if web is not None:
+                    out.print(f"hud-otel: web page at [bold]{web.url}[/bold]")
             if not _is_loopback(host):
                 err.print(
                     f"[yellow]hud-otel: listening on {host}, reachable from other machines; "
@@ -247,6 +295,8 @@ def _serve(args: argparse.Namespace) -> int:
                 while not stop.wait(0.2):
                     pass
     finally:
+        if web is not None:
+            web.stop()
         receiver.stop()
 
     final = view.snapshot()
@@ -458,9 +508,32 @@ def _demo(args: argparse.Namespace) -> int:
     if args.json:
         payload: Dict[str, Any] = dict(snapshot)
         payload["examples"] = [{k: v for k, v in r.items() if k != "traceback"} for r in results]
-        print(json.dumps(payload))
+        print(json.dumps(payload), flush=True)
     else:
         _print_demo(out, err, examples_dir, results, snapshot)
+    if args.web:
+        return _demo_web(args, view, out, err)
+    return 0
+
+
+def _demo_web(args: argparse.Namespace, view: FlowView, out: Console, err: Console) -> int:
+    """Keep the demo's view up as a web page until Ctrl-C (or SIGTERM)."""
+    try:
+        web = _start_web(view, args.web_port)
+    except OSError as exc:
+        err.print(f"[red]hud-otel: cannot serve the web page on 127.0.0.1: {exc}[/red]")
+        return 1
+    stop = threading.Event()
+    try:
+        with _stop_on_signals(stop):
+            if args.json:
+                print(json.dumps({"event": "web", "web_url": web.url, "web_port": web.port}), flush=True)
+            else:
+                out.print(f"\nhud-otel demo: the flows above are at [bold]{web.url}[/bold] (Ctrl-C to stop)")
+            while not stop.wait(0.2):
+                pass
+    finally:
+        web.stop()
     return 0
 
 

@@ -46,6 +46,15 @@ one entry per ``(flow_type, framework)`` with that flow name: ``{"flow_type", "f
 "status_description", "context" ({key without "hud.context.": value}), "message_count",
 "queue_wait_ms", "service"}``.
 
+:meth:`FlowView.charts` returns what the web page draws, ``{"schema": "hud-otel.charts/1", "flow":
+str, "entries": [...]}``, one entry per ``(flow_type, framework)``: ``{"flow_type", "framework",
+"timeline": {"bucket_seconds": int, "buckets": [{"start": RFC 3339, "start_unix": int, "success":
+int, "failure": int, "cancelled": int}, ...]}, "durations": histogram, "queue_waits": histogram or
+null for custom flows}``. The timeline counts every invocation by its start second over the last
+``timeline_seconds`` distinct seconds seen, in at most 60 buckets of a round width; a histogram is
+``{"samples": int, "buckets": [{"low_ms": float, "high_ms": float|null, "count": int}, ...]}`` over
+the same samples as the percentiles, on fixed 1-2-5 bounds, without empty buckets at either end.
+
 Example::
 
     view = FlowView()
@@ -55,6 +64,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import collections
 import datetime as _dt
 import math
@@ -90,6 +100,7 @@ __all__ = [
     "QueueRow",
     "View",
     "build_view",
+    "histogram",
     "percentile",
     "render_detail",
     "render_view",
@@ -97,9 +108,17 @@ __all__ = [
 
 VIEW_SCHEMA = "hud-otel.view/1"
 DETAIL_SCHEMA = "hud-otel.flow/1"
+CHARTS_SCHEMA = "hud-otel.charts/1"
 _FLOW_TYPES = ("custom", "queue")
 _MAX_ERRORS_PER_FLOW = 100
 _OTHER_ERRORS = "(other)"
+_OUTCOME_INDEX = {attrs.OUTCOME_SUCCESS: 0, attrs.OUTCOME_FAILURE: 1, attrs.OUTCOME_CANCELLED: 2}
+_MAX_TIMELINE_BUCKETS = 60
+# Round bucket widths, in seconds, so the buckets start on times a person reads easily.
+_BUCKET_WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
+# Histogram bounds in milliseconds: 1-2-5 steps from 10 microseconds to about three hours.
+# Written through their decimal text: 0.1 * 2 in binary is not quite the 0.2 a bound is meant to be.
+_HISTOGRAM_BOUNDS_MS = tuple(float(f"{m}e{e}") for e in range(-2, 8) for m in (1, 2, 5) if m * 10**e <= 10**7)
 
 
 class DurationStats(TypedDict):
@@ -200,6 +219,56 @@ class DetailView(TypedDict):
     entries: List[FlowDetail]
 
 
+class TimelineBucket(TypedDict):
+    """Invocations that started in ``[start_unix, start_unix + bucket_seconds)``, by outcome."""
+
+    start: str
+    start_unix: int
+    success: int
+    failure: int
+    cancelled: int
+
+
+class Timeline(TypedDict):
+    """Invocations over time, in equal buckets."""
+
+    bucket_seconds: int
+    buckets: List[TimelineBucket]
+
+
+class HistogramBucket(TypedDict):
+    """How many samples fell in ``(low_ms, high_ms]``; ``high_ms`` is ``None`` for the last bucket."""
+
+    low_ms: float
+    high_ms: Optional[float]
+    count: int
+
+
+class Histogram(TypedDict):
+    """A distribution of durations in milliseconds."""
+
+    samples: int
+    buckets: List[HistogramBucket]
+
+
+class FlowCharts(TypedDict):
+    """The chart data of one ``(flow_type, framework)`` of a flow name."""
+
+    flow_type: str
+    framework: str
+    timeline: Timeline
+    durations: Histogram
+    queue_waits: Optional[Histogram]
+
+
+class ChartsView(TypedDict):
+    """The chart data of one flow name."""
+
+    schema: str
+    flow: str
+    entries: List[FlowCharts]
+
+
 def percentile(sorted_values: Sequence[float], q: float) -> Optional[float]:
     """The ``q``-th percentile (0-100) of already sorted values, interpolating linearly between the
     closest ranks (NumPy's default); ``None`` for no values.
@@ -213,6 +282,59 @@ def percentile(sorted_values: Sequence[float], q: float) -> Optional[float]:
     low = math.floor(rank)
     high = min(low + 1, len(sorted_values) - 1)
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
+
+
+def histogram(samples_ms: Iterable[float]) -> Histogram:
+    """Count durations (milliseconds) into fixed 1-2-5 buckets, leaving out empty buckets at both
+    ends (empty ones in between stay, so the shape is true).
+
+    >>> [(b["low_ms"], b["high_ms"], b["count"]) for b in histogram([3.0, 4.0, 12.0])["buckets"]]
+    [(2.0, 5.0, 2), (5.0, 10.0, 0), (10.0, 20.0, 1)]
+    """
+    bounds = _HISTOGRAM_BOUNDS_MS
+    counts = [0] * (len(bounds) + 1)
+    total = 0
+    for value in samples_ms:
+        counts[bisect.bisect_left(bounds, value)] += 1
+        total += 1
+    used = [i for i, count in enumerate(counts) if count]
+    buckets: List[HistogramBucket] = []
+    if used:
+        for i in range(used[0], used[-1] + 1):
+            low = 0.0 if i == 0 else bounds[i - 1]
+            high = bounds[i] if i < len(bounds) else None
+            buckets.append({"low_ms": low, "high_ms": high, "count": counts[i]})
+    return {"samples": total, "buckets": buckets}
+
+
+def _timeline(seconds: Mapping[int, List[int]]) -> Timeline:
+    if not seconds:
+        return {"bucket_seconds": 1, "buckets": []}
+    first, last = min(seconds), max(seconds)
+    width = _BUCKET_WIDTHS[-1]
+    for candidate in _BUCKET_WIDTHS:
+        if last // candidate - first // candidate < _MAX_TIMELINE_BUCKETS:
+            width = candidate
+            break
+    start = first // width
+    counts = [[0, 0, 0] for _ in range(last // width - start + 1)]
+    for second, by_outcome in seconds.items():
+        bucket = counts[second // width - start]
+        for i in range(3):
+            bucket[i] += by_outcome[i]
+    return {
+        "bucket_seconds": width,
+        "buckets": [
+            {
+                "start": _rfc3339((start + i) * width * 1_000_000_000),
+                "start_unix": (start + i) * width,
+                "success": c[0],
+                "failure": c[1],
+                "cancelled": c[2],
+            }
+            for i, c in enumerate(counts)
+        ],
+    }
 
 
 def _ms(value: Optional[float]) -> Optional[float]:
@@ -266,7 +388,9 @@ def _rfc3339(unix_nano: int) -> str:
 class _FlowStats:
     """Running aggregates of one ``(flow_type, framework, flow)``."""
 
-    def __init__(self, flow_type: str, framework: str, name: str, samples: int, recent: int) -> None:
+    def __init__(
+        self, flow_type: str, framework: str, name: str, samples: int, recent: int, timeline_seconds: int
+    ) -> None:
         self.flow_type = flow_type
         self.framework = framework
         self.name = name
@@ -283,6 +407,9 @@ class _FlowStats:
         self.wait_samples = 0
         # (start time in ns, invocation): the string start time is too coarse to order by.
         self.recent: Deque[Tuple[int, Invocation]] = collections.deque(maxlen=recent)
+        # Invocations by start second: [success, failure, cancelled]; the oldest seconds go first.
+        self.seconds: Dict[int, List[int]] = {}
+        self._timeline_seconds = timeline_seconds
 
     def add(self, span: SpanRecord) -> None:
         attributes = span.attributes
@@ -341,6 +468,29 @@ class _FlowStats:
             "service": _str_attr(span.resource, "service.name"),
         }
         self.recent.append((span.start_time_unix_nano, invocation))
+        self._count_second(span.start_time_unix_nano // 1_000_000_000, outcome)
+
+    def _count_second(self, second: int, outcome: str) -> None:
+        counts = self.seconds.get(second)
+        if counts is None:
+            if len(self.seconds) >= self._timeline_seconds:
+                oldest = min(self.seconds)
+                if second < oldest:
+                    return  # older than everything kept: it would be dropped at once
+                # A tenth at a time, so a long-running flow does not pay a scan per new second.
+                for old in sorted(self.seconds)[: max(1, self._timeline_seconds // 10)]:
+                    del self.seconds[old]
+            counts = self.seconds[second] = [0, 0, 0]
+        counts[_OUTCOME_INDEX[outcome]] += 1
+
+    def charts(self) -> FlowCharts:
+        return {
+            "flow_type": self.flow_type,
+            "framework": self.framework,
+            "timeline": _timeline(self.seconds),
+            "durations": histogram(self.durations_ms),
+            "queue_waits": histogram(self.waits_ms) if self.flow_type == "queue" else None,
+        }
 
     def _top_errors(self, limit: int) -> List[ErrorCount]:
         # Ties broken by name so the output does not depend on arrival order.
@@ -388,7 +538,8 @@ class FlowView:
 
     Memory is bounded: at most ``max_flows`` distinct flows (later ones are counted in
     ``totals.untracked_flow_spans``), ``samples_per_flow`` durations per flow for percentiles,
-    ``recent_per_flow`` invocations per flow for the detail view.
+    ``recent_per_flow`` invocations per flow for the detail view, invocation counts for the last
+    ``timeline_seconds`` distinct start seconds per flow for the charts.
 
     Example::
 
@@ -404,8 +555,10 @@ class FlowView:
         samples_per_flow: int = 10_000,
         recent_per_flow: int = 50,
         top_errors: int = 3,
+        timeline_seconds: int = 3600,
     ) -> None:
         self._lock = threading.Lock()
+        self._timeline_seconds = timeline_seconds
         self._max_flows = max_flows
         self._samples = samples_per_flow
         self._recent = recent_per_flow
@@ -451,7 +604,9 @@ class FlowView:
             if len(self._flows) >= self._max_flows:
                 self._untracked += 1
                 return
-            stats = _FlowStats(flow_type, framework, name, self._samples, self._recent)
+            stats = _FlowStats(
+                flow_type, framework, name, self._samples, self._recent, self._timeline_seconds
+            )
             self._flows[key] = stats
         self._flow_spans += 1
         stats.add(span)
@@ -532,6 +687,17 @@ class FlowView:
                     }
                 )
             return {"schema": DETAIL_SCHEMA, "flow": name, "entries": entries}
+
+    def charts(self, name: str) -> Optional[ChartsView]:
+        """What the web page charts for every flow named ``name``; ``None`` if there is none."""
+        with self._lock:
+            matches = sorted(
+                (s for s in self._flows.values() if s.name == name),
+                key=lambda s: (s.flow_type, s.framework),
+            )
+            if not matches:
+                return None
+            return {"schema": CHARTS_SCHEMA, "flow": name, "entries": [s.charts() for s in matches]}
 
 
 def build_view(spans: Iterable[SpanRecord], metrics: Iterable[MetricRecord] = ()) -> View:
