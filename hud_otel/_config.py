@@ -195,9 +195,9 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("service", "HUD_OTEL_SERVICE", "OTEL_SERVICE_NAME", None, _text),
     Option("api_key", "HUD_OTEL_API_KEY", None, None, _text, secret=True),
-    Option("endpoint", "HUD_OTEL_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT", None, _endpoint),
     Option("protocol", "HUD_OTEL_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL", PROTOCOL_GRPC, _protocol,
            pipeline_only=True),
+    Option("endpoint", "HUD_OTEL_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT", None, _endpoint),
     Option("headers", "HUD_OTEL_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS", {}, _headers, _read_headers,
            pipeline_only=True, secret=True),
     Option("insecure", "HUD_OTEL_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE", False, _flag, _read_flag,
@@ -280,35 +280,27 @@ def resolve(arguments: Mapping[str, Any], environ: Optional[Mapping[str, str]] =
     would travel in plain text to a host that is not loopback without ``insecure=True``.
     """
     env = os.environ if environ is None else environ
-    explicit_endpoint = arguments.get("endpoint") is not None
-    hud_endpoint = explicit_endpoint or bool(env.get("HUD_OTEL_ENDPOINT", "").strip())
+    hud_endpoint = arguments.get("endpoint") is not None or bool(env.get("HUD_OTEL_ENDPOINT", "").strip())
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for option in OPTIONS:
-        if option.name == "endpoint":
-            continue  # its default and validity depend on the protocol
+        # The protocol comes first: what an endpoint may look like, and its default, depend on it.
+        parse = _endpoint_for(values["protocol"]) if option.name == "endpoint" else option.parse
         values[option.name], sources[option.name] = _resolve_one(
-            option, arguments.get(option.name), env, hud_endpoint
+            option, parse, arguments.get(option.name), env, hud_endpoint
         )
-    endpoint_option = next(o for o in OPTIONS if o.name == "endpoint")
-    endpoint, sources["endpoint"] = _resolve_one(
-        endpoint_option, arguments.get("endpoint"), env, hud_endpoint, values["protocol"]
-    )
-    values["endpoint"] = endpoint if endpoint is not None else DEFAULT_ENDPOINTS[values["protocol"]]
+    values["endpoint"] = values["endpoint"] or DEFAULT_ENDPOINTS[values["protocol"]]
     settings = Settings(**values, sources=sources)
     return _check_key_transport(settings)
 
 
 def _resolve_one(
     option: Option,
+    parse: Callable[[Any], Any],
     explicit: Any,
     env: Mapping[str, str],
     hud_endpoint: bool,
-    protocol: Optional[str] = None,
 ) -> tuple[Any, str]:
-    parse: Callable[[Any], Any] = option.parse
-    if option.name == "endpoint":
-        parse = _endpoint_for(protocol or PROTOCOL_GRPC)
     if explicit is not None:
         try:
             return parse(explicit), ARGUMENT

@@ -17,7 +17,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -57,6 +57,7 @@ _TRANSPORT_HEADERS = frozenset(
     }
 )
 _DEFAULT_BATCH_SIZE = 512
+_T = TypeVar("_T")
 
 
 # -- exporters ----------------------------------------------------------------------------------------
@@ -66,11 +67,6 @@ def _headers(settings: Settings) -> dict[str, str]:
     headers = settings.export_headers()
     headers.setdefault(SDK_HEADER, SDK_HEADER_VALUE)
     return headers
-
-
-def _grpc_insecure(settings: Settings) -> bool:
-    scheme = settings.endpoint.partition("://")[0].lower() if "://" in settings.endpoint else ""
-    return scheme == "http" if scheme else settings.insecure
 
 
 def _pinned_session(headers: dict[str, str]) -> Any:
@@ -102,7 +98,7 @@ def make_span_exporter(settings: Settings) -> SpanExporter:
 
         return GrpcExporter(
             endpoint=settings.endpoint,
-            insecure=_grpc_insecure(settings),
+            insecure=settings.plaintext,
             headers=tuple(headers.items()),
             timeout=settings.export_timeout_s,
             compression=Compression.Gzip,
@@ -130,7 +126,7 @@ def make_metric_exporter(settings: Settings) -> MetricExporter:
 
         return GrpcExporter(
             endpoint=settings.endpoint,
-            insecure=_grpc_insecure(settings),
+            insecure=settings.plaintext,
             headers=tuple(headers.items()),
             timeout=settings.export_timeout_s,
             compression=Compression.Gzip,
@@ -147,49 +143,56 @@ def make_metric_exporter(settings: Settings) -> MetricExporter:
     )
 
 
-class ForkSafeSpanExporter(SpanExporter):
-    """A span exporter that is made again in a forked child: a connection is never shared by processes."""
+class _PerProcess(Generic[_T]):
+    """One exporter per process: made again on first use in a forked child, which must not share its
+    parent's connection (a gRPC channel or a pooled HTTP socket)."""
 
-    def __init__(self, make: Callable[[], SpanExporter]) -> None:
+    def __init__(self, make: Callable[[], _T]) -> None:
         self._make = make
         self._pid = os.getpid()
-        self._inner = make()
+        self._value = make()
 
-    def _current(self) -> SpanExporter:
+    def get(self) -> _T:
         if self._pid != os.getpid():
-            self._inner = self._make()
+            self._value = self._make()
             self._pid = os.getpid()
-        return self._inner
+        return self._value
+
+    def mine(self) -> Optional[_T]:
+        """The exporter if this process made it: a child never closes the one its parent still uses."""
+        return self._value if self._pid == os.getpid() else None
+
+
+class ForkSafeSpanExporter(SpanExporter):
+    """A span exporter that a forked child makes again for itself."""
+
+    def __init__(self, make: Callable[[], SpanExporter]) -> None:
+        self._inner = _PerProcess(make)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self._current().export(spans)
+        return self._inner.get().export(spans)
 
     def shutdown(self) -> None:
-        if self._pid == os.getpid():  # a child never closes the connection its parent still uses
-            self._inner.shutdown()
+        inner = self._inner.mine()
+        if inner is not None:
+            inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
 
 
 class ForkSafeMetricExporter(MetricExporter):
-    """A metric exporter made again in a forked child; with ``scope``, it sends that meter's metrics only."""
+    """A metric exporter that a forked child makes again for itself; with ``scope``, it sends that meter's
+    metrics only (hud_otel's, from a reader added to the user's meter provider)."""
 
     def __init__(self, make: Callable[[], MetricExporter], scope: Optional[str] = None) -> None:
-        self._make = make
-        self._pid = os.getpid()
-        self._inner = make()
+        self._inner = _PerProcess(make)
         self._scope = scope
+        first = self._inner.get()
         super().__init__(
-            preferred_temporality=getattr(self._inner, "_preferred_temporality", None),
-            preferred_aggregation=getattr(self._inner, "_preferred_aggregation", None),
+            preferred_temporality=getattr(first, "_preferred_temporality", None),
+            preferred_aggregation=getattr(first, "_preferred_aggregation", None),
         )
-
-    def _current(self) -> MetricExporter:
-        if self._pid != os.getpid():
-            self._inner = self._make()
-            self._pid = os.getpid()
-        return self._inner
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -198,14 +201,15 @@ class ForkSafeMetricExporter(MetricExporter):
             metrics_data = _only_scope(metrics_data, self._scope)
             if not metrics_data.resource_metrics:
                 return MetricExportResult.SUCCESS
-        return self._current().export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        return self._inner.get().export(metrics_data, timeout_millis=timeout_millis, **kwargs)
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return True
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        if self._pid == os.getpid():
-            self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+        inner = self._inner.mine()
+        if inner is not None:
+            inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
 def _only_scope(data: MetricsData, scope: str) -> MetricsData:
@@ -241,17 +245,17 @@ class FlowExportProcessor(SpanProcessor):
         return bool(self._inner.force_flush(timeout_millis))
 
 
-def _batch(exporter: SpanExporter, settings: Settings) -> BatchSpanProcessor:
+def _span_batch(settings: Settings) -> BatchSpanProcessor:
     return BatchSpanProcessor(
-        exporter,
+        ForkSafeSpanExporter(lambda: make_span_exporter(settings)),
         max_queue_size=settings.max_queue_size,
         max_export_batch_size=min(_DEFAULT_BATCH_SIZE, settings.max_queue_size),
     )
 
 
-def _reader(exporter: MetricExporter, settings: Settings) -> MetricReader:
+def _metric_reader(settings: Settings, scope: Optional[str] = None) -> MetricReader:
     return PeriodicExportingMetricReader(
-        exporter,
+        ForkSafeMetricExporter(lambda: make_metric_exporter(settings), scope),
         export_interval_millis=settings.metric_interval_s * 1000,
         export_timeout_millis=settings.export_timeout_s * 1000,
     )
@@ -275,6 +279,7 @@ class Pipeline:
     def flush(self, timeout_s: float) -> bool:
         """Export what is pending; True if it all went within ``timeout_s``."""
         millis = max(1, int(timeout_s * 1000))
+        # A list, not a generator: every part is flushed, even after one has failed.
         return run_bounded(
             lambda: all([bool(part.force_flush(millis)) for part in self.flushables]), timeout_s
         )
@@ -339,41 +344,33 @@ def build(
     if tp is None:
         tp = TracerProvider(resource=resource, shutdown_on_exit=False)
         if export:
-            tp.add_span_processor(
-                _batch(ForkSafeSpanExporter(lambda: make_span_exporter(settings)), settings)
-            )
+            tp.add_span_processor(_span_batch(settings))
         _install_tracer_provider(tp)
         closables.append(tp)
     elif separate:
-        processor = FlowExportProcessor(
-            _batch(ForkSafeSpanExporter(lambda: make_span_exporter(settings)), settings)
-        )
+        processor = FlowExportProcessor(_span_batch(settings))
         tp.add_span_processor(processor)
         closables.append(processor)
-    elif settings.api_key:
+    elif settings.api_key and export:
         warn_once(
             "api_key_unused",
             "hud_otel: an API key is set but flows go through your own tracer provider's exporters; "
             "set endpoint= (or HUD_OTEL_ENDPOINT) to send them to Hud with it",
         )
 
-    flushables: list[Any] = [tp]
+    flushables: list[Any] = [tp, mp]
     if mp is None:
-        readers = (
-            [_reader(ForkSafeMetricExporter(lambda: make_metric_exporter(settings)), settings)]
-            if export
-            else []
+        mp = MeterProvider(
+            metric_readers=[_metric_reader(settings)] if export else [],
+            resource=resource,
+            shutdown_on_exit=False,
         )
-        mp = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
         _install_meter_provider(mp)
+        flushables[1] = mp
         closables.append(mp)
-        flushables.append(mp)
     elif separate:
-        reader = _reader(
-            ForkSafeMetricExporter(lambda: make_metric_exporter(settings), A.METER_NAME), settings
-        )
+        reader = _metric_reader(settings, scope=A.METER_NAME)
         add = getattr(mp, "add_metric_reader", None)
-        flushables.append(mp)
         if add is not None:
             # Shut down, never removed: the SDK's remove_metric_reader drops the reader's last collection.
             add(reader)
@@ -383,10 +380,8 @@ def build(
             # An SDK without add_metric_reader: hud_otel's metrics get a provider of their own, which
             # exports to the Hud endpoint only.
             mp = MeterProvider(metric_readers=[reader], resource=tp.resource, shutdown_on_exit=False)
-            closables.append(mp)
             flushables.append(mp)
-    else:
-        flushables.append(mp)
+            closables.append(mp)
     return Pipeline(
         tracer_provider=tp,
         meter_provider=mp,
