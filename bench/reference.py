@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 from ._harness import Loop, bare_tracer_provider, compare, emit, metered_provider, row
 
-ROUNDS = 15
-N = 4000
+ROUNDS = 31
+N = 1500
 ATTRS = {"hud.flow.name": "job", "hud.flow_type": "custom", "hud.framework": "custom"}
 
 
