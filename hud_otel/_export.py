@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Optional, TypeVar
@@ -396,27 +397,36 @@ def _resource(settings: Settings) -> Resource:
     return Resource.create({SERVICE_NAME: settings.service} if settings.service else {})
 
 
+# Providers an earlier register() built and installed globally. Once shut down they stay global (the API
+# sets a global provider once per process), so a later register() must not attach to them.
+_BUILT: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def _global_sdk_tracer_provider() -> Optional[TracerProvider]:
     current = trace.get_tracer_provider()
-    return current if isinstance(current, TracerProvider) else None
+    return current if isinstance(current, TracerProvider) and current not in _BUILT else None
 
 
 def _global_sdk_meter_provider() -> Optional[MeterProvider]:
     current = metrics.get_meter_provider()
-    return current if isinstance(current, MeterProvider) else None
+    return current if isinstance(current, MeterProvider) and current not in _BUILT else None
 
 
 def _install_tracer_provider(provider: TracerProvider) -> None:
-    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        # Another (non-SDK) provider is global: it stays, and flows use hud_otel's own provider.
+    current = trace.get_tracer_provider()
+    if isinstance(current, trace.ProxyTracerProvider):
+        trace.set_tracer_provider(provider)
+    elif current not in _BUILT:
+        # A non-SDK provider is global: it stays, and flows use hud_otel's own provider.
         logger.warning(
             "hud_otel: the global tracer provider is not the SDK's; flows use a provider of their own"
         )
-        return
-    trace.set_tracer_provider(provider)
+    _BUILT.add(provider)
 
 
 def _install_meter_provider(provider: MeterProvider) -> None:
-    # Were a non-SDK provider already global, OpenTelemetry keeps it and says so; flow metrics then use
-    # hud_otel's own provider.
-    metrics.set_meter_provider(provider)
+    if metrics.get_meter_provider() not in _BUILT:
+        # Were a non-SDK provider global, OpenTelemetry keeps it and says so; flow metrics then use
+        # hud_otel's own provider.
+        metrics.set_meter_provider(provider)
+    _BUILT.add(provider)

@@ -444,3 +444,20 @@ def test_on_an_sdk_without_add_metric_reader_flow_metrics_still_reach_the_hud_en
     assert receiver.wait_for_metrics("hud.flow.duration")
     assert metrics.get_meter_provider() is user_mp
     user_mp.shutdown()
+
+
+def test_register_again_after_shutdown_exports_again(receiver):
+    """shutdown() then register(): the providers the first call built and installed are shut down and stay
+    global (set once per process); the second call builds fresh ones instead of attaching to dead ones."""
+    hud_sdk.register(endpoint=receiver.grpc_endpoint)
+    first = trace.get_tracer_provider()
+    with hud_sdk.sync_flow("first-life"):
+        pass
+    hud_sdk.shutdown()
+    hud_sdk.register(endpoint=receiver.grpc_endpoint)
+    with hud_sdk.sync_flow("second-life"):
+        pass
+    assert hud_sdk.flush(10.0)
+    assert sorted(s.name for s in receiver.wait_for_spans(2)) == ["first-life", "second-life"]
+    assert trace.get_tracer_provider() is first
+    assert {m.name for m in receiver.metrics()} >= {"hud.flow.duration"}
