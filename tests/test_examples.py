@@ -8,16 +8,20 @@ with no backend listening. The reference examples are also checked to be the ref
 from __future__ import annotations
 
 import ast
+import os
 import re
 import runpy
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
 
+from hud_otel._receiver import OtlpReceiver
 from hud_otel.testing import HudFlows
 from tests.spans import points, whole
 
@@ -350,19 +354,86 @@ def test_examples_follow_the_demo_convention():
                 assert id(node) in guarded, f"{stem}: {ast.unparse(node)} outside __main__"
 
 
-@pytest.mark.parametrize("stem", STEMS)
-def test_example_runs_as_a_script_without_a_backend(stem, tmp_path):
-    """``python examples/<stem>.py`` with nothing listening: exit 0, its output, no traceback."""
-    result = subprocess.run(
+# The flow names each example exports when run as a script.
+SCRIPT_FLOWS = {
+    "async_worker": {"resize-image"},
+    "background_loop": {"poll-exchange-rates"},
+    "batch_consumer": {"analytics-events"},
+    "cron_job": {"cleanup-expired-sessions"},
+    "flask_app": {"generate-report"},
+    "manual_context_and_failure": {"process-batch"},
+    "manual_context_manager": {"cleanup-expired-sessions"},
+    "manual_context_manager_async": {"cleanup-expired-sessions"},
+    "manual_decorator": {"nightly-report"},
+    "manual_decorator_async": {"nightly-report"},
+    "manual_queue_context_manager": {"orders"},
+    "manual_queue_decorator": {"orders"},
+    "manual_queue_start_end": {"orders"},
+    "manual_start_end": {"cleanup-expired-sessions"},
+    "rabbitmq_consumer": {"emails"},
+    "script_main": {"backfill-invoices"},
+    "sqs_consumer": {"orders"},
+}
+
+
+def _script_env(**extra: str) -> dict[str, str]:
+    """This environment without any HUD_OTEL_*/OTEL_* setting of the machine, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HUD_OTEL_", "OTEL_")) or k == "HUD_OTEL_RAISE_INTERNAL"
+    }
+    env.pop("PYTHONPATH", None)
+    env.update(extra)
+    return env
+
+
+def _run_script(stem: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, str(EXAMPLES / f"{stem}.py")],
-        cwd=tmp_path,
+        cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as rx:
+        yield rx
+
+
+def test_every_example_has_its_script_flows():
+    """The script test below knows every example."""
+    assert sorted(SCRIPT_FLOWS) == STEMS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", STEMS)
+def test_example_runs_as_a_script(stem, tmp_path, receiver):
+    """``python examples/<stem>.py`` with only ``OTEL_EXPORTER_OTLP_ENDPOINT`` set (to a local receiver,
+    the way a collector is found): exit 0, no traceback, and its flows arrive over OTLP."""
+    receiver.clear()
+    result = _run_script(stem, tmp_path, _script_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.grpc_endpoint))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert "internal error" not in result.stderr, result.stderr
+    received = {s.attributes["hud.flow.name"] for s in receiver.spans() if "hud.flow_type" in s.attributes}
+    assert received == SCRIPT_FLOWS[stem]
+
+
+def test_an_example_runs_without_any_backend(tmp_path):
+    """With no endpoint configured (the default, localhost:4317) and, as a rule, nothing listening there,
+    a script still prints its output and exits 0, within the bounded shutdown."""
+    started = time.monotonic()
+    result = _run_script("cron_job", tmp_path, _script_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "cron_job: deleted 2 expired sessions\n"
+    assert "Traceback" not in result.stderr, result.stderr
+    # shutdown() waits at most its 5 s for the export, the exit hook at most 3 s more.
+    assert time.monotonic() - started < 30
 
 
 # -- the reference text ----------------------------------------------------------------------------
