@@ -1,8 +1,9 @@
 """Every script in ``examples/`` runs, under the ``hud_flows`` fixture and as a process of its own.
 
-Under the fixture each example's ``main()`` is run and its spans are compared whole; as a subprocess
-each runs the way a user runs it (``python examples/x.py``: ``register()``, ``main()``, ``shutdown()``)
-with no backend listening. The reference examples are also checked to be the reference text itself.
+Under the fixture each example's ``main()`` is run and its flow spans are compared whole. As a subprocess
+each runs the way a user runs it (``python examples/x.py``: ``register()``, ``main()``, ``shutdown()``),
+exporting to a local OTLP receiver found through ``OTEL_EXPORTER_OTLP_ENDPOINT``, and one runs with no
+endpoint configured at all. The reference examples are also checked to be the reference text itself.
 """
 
 from __future__ import annotations
