@@ -92,40 +92,26 @@ def _pinned_session(headers: dict[str, str]) -> Any:
 
 def make_span_exporter(settings: Settings) -> SpanExporter:
     """An OTLP span exporter to the resolved endpoint, over the resolved protocol, gzip-compressed."""
-    headers = _headers(settings)
-    if settings.protocol == PROTOCOL_GRPC:
-        from grpc import Compression
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-
-        return GrpcExporter(
-            endpoint=settings.endpoint,
-            insecure=settings.plaintext,
-            headers=tuple(headers.items()),
-            timeout=settings.export_timeout_s,
-            compression=Compression.Gzip,
-        )
-    from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-
-    return HttpExporter(
-        endpoint=settings.signal_url("traces"),
-        headers=headers,
-        timeout=settings.export_timeout_s,
-        compression=HttpCompression.Gzip,
-        session=_pinned_session(headers),
-    )
+    exporter: SpanExporter = _otlp_exporter(settings, "traces")
+    return exporter
 
 
 def make_metric_exporter(settings: Settings) -> MetricExporter:
     """An OTLP metric exporter to the resolved endpoint, over the resolved protocol, gzip-compressed."""
+    exporter: MetricExporter = _otlp_exporter(settings, "metrics")
+    return exporter
+
+
+def _otlp_exporter(settings: Settings, signal: str) -> Any:
     headers = _headers(settings)
     if settings.protocol == PROTOCOL_GRPC:
         from grpc import Compression
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-            OTLPMetricExporter as GrpcExporter,
-        )
+        from opentelemetry.exporter.otlp.proto.grpc import metric_exporter, trace_exporter
 
-        return GrpcExporter(
+        grpc_class = (
+            trace_exporter.OTLPSpanExporter if signal == "traces" else metric_exporter.OTLPMetricExporter
+        )
+        return grpc_class(
             endpoint=settings.endpoint,
             insecure=settings.plaintext,
             headers=tuple(headers.items()),
@@ -133,10 +119,12 @@ def make_metric_exporter(settings: Settings) -> MetricExporter:
             compression=Compression.Gzip,
         )
     from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
+    from opentelemetry.exporter.otlp.proto.http import metric_exporter as http_metric
+    from opentelemetry.exporter.otlp.proto.http import trace_exporter as http_trace
 
-    return HttpExporter(
-        endpoint=settings.signal_url("metrics"),
+    http_class = http_trace.OTLPSpanExporter if signal == "traces" else http_metric.OTLPMetricExporter
+    return http_class(
+        endpoint=settings.signal_url(signal),
         headers=headers,
         timeout=settings.export_timeout_s,
         compression=HttpCompression.Gzip,
