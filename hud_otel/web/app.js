@@ -61,7 +61,7 @@
   }
 
   function fmtErrors(errors) {
-    return errors.map((e) => `${e.error} ×${e.count}`).join(", ") || "–";
+    return errors.map((e) => `${e.error} x${e.count}`).join(", ") || "–";
   }
 
   async function getJson(path) {
