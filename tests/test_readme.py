@@ -27,7 +27,9 @@ from hud_otel.testing import capture_flows
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(), re.S | re.M)
-FLOW_NAME = re.compile(r"""(?:sync_flow|async_flow|start_flow)\(\s*["']([^"']+)["']""")
+FLOW_NAME = re.compile(
+    r"""(?:(?:sync_flow|async_flow|start_flow)\(\s*|"hud\.flow\.name":\s*)["']([^"']+)["']"""
+)
 
 PREAMBLE = textwrap.dedent(
     """
