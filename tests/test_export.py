@@ -461,3 +461,31 @@ def test_register_again_after_shutdown_exports_again(receiver):
     assert sorted(s.name for s in receiver.wait_for_spans(2)) == ["first-life", "second-life"]
     assert trace.get_tracer_provider() is first
     assert {m.name for m in receiver.metrics()} >= {"hud.flow.duration"}
+
+
+def test_the_providers_hud_otel_builds_take_their_resource_from_the_environment(receiver, monkeypatch):
+    """OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES shape the resource of the providers hud_otel builds;
+    an explicit service= wins over both."""
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+    monkeypatch.setenv(
+        "OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging,service.name=from-attributes"
+    )
+    hud_sdk.register(endpoint=receiver.grpc_endpoint)
+    with hud_sdk.sync_flow("resourceful"):
+        pass
+    assert hud_sdk.flush(10.0)
+    (span,) = receiver.wait_for_spans(1)
+    assert (span.resource["service.name"], span.resource["deployment.environment"]) == ("from-env", "staging")
+    assert {m.resource["service.name"] for m in receiver.metrics()} == {"from-env"}
+
+    hud_sdk.shutdown()
+    receiver.clear()
+    hud_sdk.register(endpoint=receiver.grpc_endpoint, service="from-argument")
+    with hud_sdk.sync_flow("resourceful"):
+        pass
+    assert hud_sdk.flush(10.0)
+    (span,) = receiver.wait_for_spans(1)
+    assert (span.resource["service.name"], span.resource["deployment.environment"]) == (
+        "from-argument",
+        "staging",
+    )
