@@ -1,9 +1,11 @@
 """register()'s settings (CONTRACT section 4): argument, then HUD_OTEL_*, then OTEL_*, then the default;
-bad environment values warn and fall back, bad arguments raise."""
+bad environment values warn and fall back, bad arguments raise, and the README documents every one."""
 
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,8 @@ import hud_otel
 from hud_otel._config import OPTIONS, resolve
 from hud_otel._state import STATE
 from tests.otlp import clear_settings
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.fixture(autouse=True)
@@ -208,3 +212,16 @@ def test_settings_repr_shows_no_key_and_no_header_value():
     text = repr(settings)
     assert "sk-live-42" not in text and "tenant-secret" not in text
     assert "api_key='<set>'" in text and "x-tenant" in text
+
+
+def test_the_readme_table_documents_every_setting():
+    """One README table lists each setting with its HUD_OTEL_* and OTEL_* variables and its default."""
+    text = README.read_text(encoding="utf-8")
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(\w+)` \|.*$", text, re.MULTILINE)}
+    for option in OPTIONS:
+        assert option.name in rows, f"README has no row for {option.name}"
+        row = rows[option.name]
+        for variable in (option.hud_env, option.otel_env):
+            if variable:
+                assert f"`{variable}`" in row, f"README row of {option.name} lacks {variable}"
+    assert re.search(r"^\| `tracer_provider`, `meter_provider` \|", text, re.MULTILINE)
