@@ -20,6 +20,7 @@ from . import _attributes as A
 from ._config import resolve
 from ._export import build
 from ._guard import internal_guard, logger, warn_once
+from ._lifecycle import install_sigterm_handler
 from ._processor import HudSpanProcessor
 from ._state import STATE, Instruments, Runtime
 from ._version import __version__
@@ -46,6 +47,7 @@ def register(
     metric_interval_s: Optional[Union[int, float]] = None,
     exit_timeout_s: Optional[Union[int, float]] = None,
     disabled: Optional[bool] = None,
+    handle_sigterm: Optional[bool] = None,
 ) -> None:
     """Set hud_otel up; flows started before this call are not recorded.
 
@@ -58,7 +60,9 @@ def register(
 
     SDK providers already set globally (or passed in) are kept: hud_otel adds its span processor to them,
     and for a separate Hud endpoint an exporter that sends flows there. With none set, hud_otel builds
-    them, exporting over OTLP, and installs them globally. Pending flows are sent at interpreter exit.
+    them, exporting over OTLP, and installs them globally. Pending flows are sent at interpreter exit;
+    with ``handle_sigterm=True`` also when the process is terminated by SIGTERM, the running flow ending
+    failed (``docs/reliability.md``).
 
     Calling it twice is harmless: the second call warns and changes nothing. Raises ``TypeError`` or
     ``ValueError`` for an explicitly invalid argument, and nothing else.
@@ -76,6 +80,7 @@ def register(
         "metric_interval_s": metric_interval_s,
         "exit_timeout_s": exit_timeout_s,
         "disabled": disabled,
+        "handle_sigterm": handle_sigterm,
     }
     register_with(arguments, tracer_provider, meter_provider, ORIGIN_CALL)
 
@@ -126,6 +131,8 @@ def register_with(
             origin=origin,
         )
         _install_exit_hooks()
+        if settings.handle_sigterm:
+            install_sigterm_handler(settings.exit_timeout_s)
         logger.debug("hud_otel: registered by %s with %r", origin, settings)
 
 
