@@ -211,7 +211,6 @@ OPTIONS: tuple[Option, ...] = (
            _seconds, _read_seconds, otel_read=_read_milliseconds),
     Option("exit_timeout_s", "HUD_OTEL_EXIT_TIMEOUT", None, 3.0, _seconds, _read_seconds),
     Option("disabled", "HUD_OTEL_DISABLED", "OTEL_SDK_DISABLED", False, _flag, _read_flag),
-    Option("handle_sigterm", "HUD_OTEL_HANDLE_SIGTERM", None, False, _flag, _read_flag),
 )  # fmt: skip
 OPTION_NAMES = tuple(option.name for option in OPTIONS)
 
@@ -232,7 +231,6 @@ class Settings:
     metric_interval_s: float
     exit_timeout_s: float
     disabled: bool
-    handle_sigterm: bool
     sources: dict[str, str] = field(default_factory=dict)
     # Why nothing may be sent to the endpoint (set when that came from the environment only).
     refused: Optional[str] = None
