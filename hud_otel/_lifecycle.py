@@ -31,9 +31,35 @@ from ._guard import internal_guard, logger, warn_once
 from ._state import STATE
 
 SIGTERM_ERROR = "SIGTERM"
+ENV_VARIABLE = "HUD_OTEL_HANDLE_SIGTERM"
 
 _Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
 _installed: Optional[Callable[[int, Optional[FrameType]], None]] = None
+
+
+def handle_sigterm_setting(argument: object) -> bool:
+    """The ``handle_sigterm`` setting: the argument, else ``HUD_OTEL_HANDLE_SIGTERM``, else off.
+
+    An explicit non-``bool`` argument raises ``TypeError`` (``register()`` rejects invalid arguments); a
+    variable that is not a yes/no word is logged once and ignored.
+    """
+    if argument is not None:
+        if not isinstance(argument, bool):
+            raise TypeError(
+                f"hud_otel.register(): handle_sigterm must be a bool, not {type(argument).__name__}"
+            )
+        return argument
+    text = os.environ.get(ENV_VARIABLE, "").strip().lower()
+    if text in ("", "false", "0", "no", "off"):
+        return False
+    if text in ("true", "1", "yes", "on"):
+        return True
+    warn_once(
+        "sigterm_env",
+        "hud_otel: %s must be true or false; SIGTERM is not handled",
+        ENV_VARIABLE,
+    )
+    return False
 
 
 def install_sigterm_handler(flush_timeout_s: float) -> bool:

@@ -20,7 +20,7 @@ from . import _attributes as A
 from ._config import resolve
 from ._export import build
 from ._guard import internal_guard, logger, warn_once
-from ._lifecycle import install_sigterm_handler
+from ._lifecycle import handle_sigterm_setting, install_sigterm_handler
 from ._processor import HudSpanProcessor
 from ._state import STATE, Instruments, Runtime
 from ._version import __version__
@@ -80,9 +80,13 @@ def register(
         "metric_interval_s": metric_interval_s,
         "exit_timeout_s": exit_timeout_s,
         "disabled": disabled,
-        "handle_sigterm": handle_sigterm,
     }
+    sigterm = handle_sigterm_setting(handle_sigterm)
+    before = STATE.runtime
     register_with(arguments, tracer_provider, meter_provider, ORIGIN_CALL)
+    rt = STATE.runtime
+    if sigterm and rt is not before and rt is not None and rt.pipeline is not None:  # this call registered
+        install_sigterm_handler(rt.pipeline.exit_timeout_s)
 
 
 def register_with(
@@ -131,8 +135,6 @@ def register_with(
             origin=origin,
         )
         _install_exit_hooks()
-        if settings.handle_sigterm:
-            install_sigterm_handler(settings.exit_timeout_s)
         logger.debug("hud_otel: registered by %s with %r", origin, settings)
 
 
