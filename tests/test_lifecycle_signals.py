@@ -321,3 +321,16 @@ def test_an_ignored_sigterm_stays_ignored(receiver):
     assert status == 0, stderr
     (span,) = receiver.wait_for_spans(1, timeout=10)
     assert span.attributes["hud.flow.outcome"] == "success"
+
+
+def test_handle_sigterm_must_be_a_bool(otel_globals):
+    """``register(handle_sigterm="yes")`` is an explicitly invalid argument: ``TypeError``, and nothing
+    is registered or installed."""
+    import hud_otel
+    from hud_otel._state import STATE
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TypeError, match="handle_sigterm"):
+        hud_otel.register(handle_sigterm="yes", tracer_provider=None)  # type: ignore[arg-type]
+    assert STATE.runtime is None
+    assert signal.getsignal(signal.SIGTERM) is before
