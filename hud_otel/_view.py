@@ -93,9 +93,11 @@ from hud_otel._receiver import AttrValue, MetricRecord, OtlpReceiver, SpanRecord
 
 __all__ = [
     "VIEW_SCHEMA",
+    "ChartsView",
     "CustomFlowRow",
     "DetailView",
     "FlowView",
+    "Histogram",
     "Invocation",
     "QueueRow",
     "View",
