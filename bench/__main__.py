@@ -26,6 +26,7 @@ RESULTS = HERE / "results"
 # name -> (module, argument, timeout in seconds)
 SCENARIOS: dict[str, tuple[str, str, int]] = {
     "active": ("bench.flows", "active", 120),
+    "metrics": ("bench.flows", "metrics", 60),
     "kinds": ("bench.flows", "kinds", 180),
     "reference": ("bench.reference", "run", 180),
     "unregistered": ("bench.flows", "unregistered", 120),

@@ -346,7 +346,44 @@ def scenario_processor() -> list[dict[str, Any]]:
     return rows
 
 
+def scenario_metrics() -> list[dict[str, Any]]:
+    """1 (options). One duration record: the stock SDK histogram vs hud_otel's aggregated cell.
+
+    Both on a meter provider with a real periodic reader attached, the same attribute dict each time
+    (flows pass one cached dict per attribute set).
+    """
+    from hud_otel._metrics import FlowMetrics
+
+    attrs = {A.FLOW_NAME: "job", A.FLOW_TYPE: "custom", A.FRAMEWORK: "custom", A.FLOW_OUTCOME: "success"}
+    stock_meter = metered_provider().get_meter("bench")
+    stock = stock_meter.create_histogram("d", unit="s")
+    fast_meter = metered_provider().get_meter("bench")
+    fast = FlowMetrics(fast_meter).wrap(fast_meter.create_histogram("d", unit="s"), True)
+
+    def rec(instrument: Any) -> Loop:
+        def run(n: int) -> None:
+            for i in range(n):
+                instrument.record(0.001 * (i & 7), attrs)
+
+        return run
+
+    res = compare({"fast": rec(fast), "stock": rec(stock)}, n=N * 4, rounds=ROUNDS)
+    return [
+        row(
+            "1",
+            "(option) duration record, aggregated cell",
+            res["fast"],
+            res["stock"],
+            "",
+            None,
+            baseline="SDK histogram.record",
+            note="kept" if type(fast).__name__ == "_Aggregated" else "stock path in use",
+        )
+    ]
+
+
 SCENARIOS = {
+    "metrics": scenario_metrics,
     "active": scenario_active,
     "kinds": scenario_kinds,
     "unregistered": scenario_unregistered,
