@@ -10,6 +10,16 @@ ordinary span (``hud.flow.skipped_reason`` recorded, ``hud.flow_type`` removed) 
 ``hud.flow.skipped``; one that obeys them is a flow whose metrics this processor records when it ends.
 hud_otel's own flows are started with :data:`FLOW_ROOT_CONTEXT`, have already been judged by the flow API
 and record their own metrics, so the processor leaves them alone.
+
+An entry ends when its span ends, not when the code that started it returns. Work handed the request's
+context (``asyncio.create_task``, a thread run in a copied context, Starlette/FastAPI background tasks)
+is inside the request while the request span is open and outside once it has ended. The ASGI
+instrumentation ends the SERVER span when the last body chunk is sent, before Starlette runs the
+response's background tasks, so a flow in a background task is a new root flow linked to the request.
+
+What the processor cannot see: spans a sampler dropped never reach any processor, so a request that was
+sampled out does not hold flows back, and a raw-API flow that was sampled out records no metrics. A span
+is judged as a flow by the attributes it is started with; ``hud.flow_type`` set later is not checked.
 """
 
 from __future__ import annotations
