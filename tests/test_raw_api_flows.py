@@ -435,3 +435,25 @@ def test_a_hud_flow_whose_span_the_user_ended_early_is_still_counted_once(flows)
     with hud.sync_flow("ended-early"):
         trace.get_current_span().end()
     assert durations(flows) == [({A.FLOW_NAME: "ended-early", **CUSTOM, A.FLOW_OUTCOME: "success"}, 1)]
+
+
+def test_processor_added_by_hand_without_register_applies_the_rules_and_records_nothing():
+    """``HudSpanProcessor`` on a provider without ``register()``: raw flows still obey nesting (the
+    nested one is demoted) and spans inside a flow carry its name; nothing is counted (no metrics
+    before ``register()``) and nothing fails."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(_processor.HudSpanProcessor())
+    t = provider.get_tracer("app")
+    with (
+        t.start_as_current_span("outer", attributes=CUSTOM),
+        t.start_as_current_span("inner", attributes=CUSTOM),
+    ):
+        t.start_span("leaf").end()
+    spans = {s.name: dict(s.attributes or {}) for s in exporter.get_finished_spans()}
+    assert spans == {
+        "leaf": {A.FLOW_NAME: "outer"},
+        "inner": {A.FRAMEWORK: "custom", A.FLOW_NAME: "outer", A.FLOW_DEMOTED_REASON: A.REASON_NESTED},
+        "outer": {**CUSTOM, A.FLOW_NAME: "outer", A.FLOW_OUTCOME: "success"},
+    }
