@@ -89,7 +89,7 @@ class Definition:
 class Invocation(Entry):
     """A flow that was started: its span and what the user told us about it so far."""
 
-    __slots__ = ("ctx_keys", "definition", "e2e_start_ns", "error", "message_count", "reason", "start_ns")
+    __slots__ = ("definition", "e2e_start_ns", "error", "message_count", "reason", "start_ns")
 
     def __init__(self, span: Any, definition: Definition, start_ns: int) -> None:
         super().__init__(span, definition.name, True)
@@ -99,26 +99,6 @@ class Invocation(Entry):
         self.message_count: Optional[int] = None
         self.error: Optional[str] = None
         self.reason: Optional[str] = None
-        self.ctx_keys: Optional[set[str]] = None
-
-    def set_context(self, attributes: dict[str, Any]) -> None:
-        keys = self.ctx_keys
-        if keys is None:
-            keys = self.ctx_keys = set()
-        for key in list(attributes):
-            if key not in keys:
-                if len(keys) >= A.MAX_CONTEXT_KEYS:
-                    del attributes[key]
-                    warn_once(
-                        ("context_keys", self.name),
-                        "hud_otel: flow %r has more than %d set_context keys; the rest are dropped",
-                        self.name,
-                        A.MAX_CONTEXT_KEYS,
-                    )
-                    continue
-                keys.add(key)
-        if attributes:
-            self.span.set_attributes(attributes)
 
     def set_failure(self, error: str, reason: Optional[str], attributes: dict[str, Any]) -> None:
         if attributes:

@@ -68,23 +68,40 @@ def _parent_span(parent_context: Optional[Context]) -> Any:
 class Entry:
     """A flow or a request (a SERVER or CONSUMER span) that other spans may run inside."""
 
-    __slots__ = ("ended", "is_flow", "name", "span")
+    __slots__ = ("ctx_keys", "ended", "is_flow", "name", "span")
 
     def __init__(self, span: Any, name: Optional[str], is_flow: bool) -> None:
         self.span = span
         self.name = name
         self.is_flow = is_flow
         self.ended = False
+        self.ctx_keys: Optional[set[str]] = None
 
     def set_context(self, attributes: dict[str, Any]) -> None:
-        """Write ``hud.context.*`` attributes onto the entry's span."""
-        self.span.set_attributes(attributes)
+        """Write ``hud.context.*`` attributes onto the entry's span, at most 64 distinct keys."""
+        keys = self.ctx_keys
+        if keys is None:
+            keys = self.ctx_keys = set()
+        for key in list(attributes):
+            if key not in keys:
+                if len(keys) >= A.MAX_CONTEXT_KEYS:
+                    del attributes[key]
+                    warn_once(
+                        ("context_keys", self.name),
+                        "hud_otel: flow %r has more than %d set_context keys; the rest are dropped",
+                        self.name if self.name is not None else getattr(self.span, "name", "?"),
+                        A.MAX_CONTEXT_KEYS,
+                    )
+                    continue
+                keys.add(key)
+        if attributes:
+            self.span.set_attributes(attributes)
 
     def set_failure(self, error: str, reason: Optional[str], attributes: dict[str, Any]) -> None:
         """Mark the entry's span failed now (a request span is Hud's flow for that request)."""
         span = self.span
         if attributes:
-            span.set_attributes(attributes)
+            self.set_context(attributes)
         span.set_attribute(A.FLOW_ERROR, error)
         span.set_attribute(A.ERROR_TYPE, error)
         span.set_status(Status(StatusCode.ERROR, reason or error))

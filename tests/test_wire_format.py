@@ -260,3 +260,18 @@ def test_flowtype_is_a_str_enum_and_plain_strings_are_accepted():
                 pass
         assert [(f.flow_type, f.span.name) for f in flows.flows()] == [("queue", "process jobs")] * 2
         assert len(points(flows, "hud.flow.duration")) == 1
+
+
+def test_set_context_on_a_request_span_is_capped_at_64_keys_too():
+    """Inside a request (no flow), set_context lands on the request span under the same 64-key cap."""
+    from opentelemetry.trace import SpanKind
+
+    with capture_flows() as flows:
+        tracer = flows.tracer_provider.get_tracer("web")
+        with tracer.start_as_current_span("GET /items", kind=SpanKind.SERVER):
+            hud_sdk.set_context(**{f"k{i}": i for i in range(100)})
+            hud_sdk.set_failure("Rejected", reason="too many")
+        (span,) = flows.spans()
+        context_keys = [k for k in span.attributes if k.startswith("hud.context.")]
+        assert len(context_keys) == 64
+        assert (span.attributes["hud.flow.error"], span.status.description) == ("Rejected", "too many")
