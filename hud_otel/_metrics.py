@@ -17,8 +17,10 @@ on an SDK whose internals differ, hud_otel is as correct as before, only slower.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
+import weakref
 from bisect import bisect_left
 from typing import Any, Callable, Optional, Union
 
@@ -59,6 +61,7 @@ class _Aggregated:
         self._pinned: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.active = True
+        _LIVE.add(self)
 
     # -- hot path ------------------------------------------------------------------------------
 
@@ -127,6 +130,19 @@ class _Aggregated:
                     cell.buckets = [0] * (len(self._boundaries) + 1)
                     out.append(taken)
         return out
+
+
+# A fork while another thread holds a cell lock must not leave the child's flows waiting forever.
+_LIVE: weakref.WeakSet[_Aggregated] = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    for agg in list(_LIVE):
+        agg._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_after_fork)
 
 
 def _attributes_key(attrs: dict[str, Any]) -> Any:

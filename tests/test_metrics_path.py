@@ -8,6 +8,8 @@ stock instruments when a view changes the aggregation.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from typing import Any
 
@@ -201,3 +203,23 @@ def test_fresh_attribute_dicts_share_one_cell_and_stay_bounded():
     point = _points(reader, "d")[(("hud.flow.name", "raw"), ("hud.flow.outcome", "success"))]
     assert point.count == 6000 and point.min == 0.0 and point.max == pytest.approx(0.006)
     mp.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_while_a_cell_lock_is_held_does_not_block_the_child():
+    """A child forked while another thread records still records: its cell locks are new ones."""
+    mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    meter = mp.get_meter("hud_otel.test")
+    hist = FlowMetrics(meter).wrap(meter.create_histogram("d", unit="s"), True)
+    hist._lock.acquire()
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            signal.alarm(5)  # a blocked record ends the child with SIGALRM instead of hanging the test
+            hist.record(0.1, {"a": "b"})
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        hist._lock.release()
+        mp.shutdown()
+    assert os.waitstatus_to_exitcode(status) == 0
