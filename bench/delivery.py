@@ -31,12 +31,11 @@ BURST = 10_000 if QUICK else 20_000
 OVERLOAD = 20_000 if QUICK else 50_000
 
 
-def _pipeline(protocol: str, rx: Any) -> tuple[Any, Any]:
+def _pipeline(protocol: str, rx: Any) -> Any:
     """hud_otel's own export pipeline (``register(endpoint=...)``) towards the receiver.
 
     The meter provider is ours only so that ``hud.export.dropped`` can be read back here.
     """
-    from opentelemetry import trace
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -46,7 +45,7 @@ def _pipeline(protocol: str, rx: Any) -> tuple[Any, Any]:
     hud_otel.register(
         endpoint=endpoint, protocol="grpc" if protocol == "grpc" else "http/protobuf", meter_provider=mp
     )
-    return trace.get_tracer_provider(), reader
+    return reader
 
 
 def _counted_drops(reader: Any) -> int:
@@ -63,19 +62,20 @@ def _counted_drops(reader: Any) -> int:
     return total
 
 
-def _wait_delivered(rx: Any, sent: int, tp: Any, timeout_s: float = 30.0) -> tuple[int, float]:
-    """Flush, then wait until every flow arrived or the receiver's count stopped moving for 2 s.
+def _wait_delivered(rx: Any, sent: int, timeout_s: float = 30.0) -> tuple[int, float]:
+    """Flush, then wait until every flow arrived or the receiver's count stopped moving for 5 s
+    (an export that failed is retried with back-off: a late batch is delivered, not dropped).
 
     Returns the spans received and the ``perf_counter`` time the last of them arrived.
     """
-    tp.force_flush(int(timeout_s * 1000))
+    hud_otel.flush(timeout_s)
     deadline = time.perf_counter() + timeout_s
     last, changed_at = -1, time.perf_counter()
     while time.perf_counter() < deadline:
         got = int(rx.span_total)
         if got != last:
             last, changed_at = got, time.perf_counter()
-        if got >= sent or time.perf_counter() - changed_at > 2.0:
+        if got >= sent or time.perf_counter() - changed_at > 5.0:
             break
         time.sleep(0.005)
     return last, changed_at
@@ -99,14 +99,14 @@ def one_protocol(protocol: str) -> list[dict[str, Any]]:
         http_port=0 if protocol == "http" else None,
         max_spans=1000,
     ) as rx:
-        tp, reader = _pipeline(protocol, rx)
+        reader = _pipeline(protocol, rx)
         job = _job()
         try:
             # Full speed.
             t0 = time.perf_counter()
             for _ in range(BURST):
                 job()
-            got, done = _wait_delivered(rx, BURST, tp)
+            got, done = _wait_delivered(rx, BURST)
             elapsed = done - t0
             rows.append(
                 row(
@@ -136,7 +136,7 @@ def one_protocol(protocol: str) -> list[dict[str, Any]]:
                     time.sleep(min(0.001, due - now))
                 job()
             emitted_s = time.perf_counter() - t0
-            got, _ = _wait_delivered(rx, total, tp)
+            got, _ = _wait_delivered(rx, total)
             rows.append(
                 row(
                     "7",
@@ -160,7 +160,7 @@ def one_protocol(protocol: str) -> list[dict[str, Any]]:
                 job()
             rss1 = proc.memory_info().rss
             rx.set_delay(0.0)
-            got, _ = _wait_delivered(rx, OVERLOAD, tp)
+            got, _ = _wait_delivered(rx, OVERLOAD)
             grew = (rss1 - rss0) / 2**20
             counted = _counted_drops(reader) - counted0
             rows.append(
