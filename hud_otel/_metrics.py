@@ -206,6 +206,9 @@ class FlowMetrics:
                 cells = agg.take()
                 if not cells:
                     continue
+                enabled = getattr(agg._sdk, "_is_enabled", None)
+                if enabled is not None and not enabled():
+                    continue  # the meter was disabled (SDK meter configurator): stock records drop too
                 storages = list(consumer._reader_storages.values())  # type: ignore[union-attr]
                 if _compatible(consumer, agg._sdk, agg._is_histogram) != agg._boundaries:
                     # A reader or view that cannot take merged cells (added after register()):
