@@ -131,8 +131,11 @@ def check_script_main(flows: HudFlows) -> None:
             error="UnparseableRows",
             status="1 of 4 rows",
             context={"rows": 4, "total": "22.75", "bad_rows": ("not-a-number",), "reason": "1 of 4 rows"},
-        )
+        ),
+        expected("parse-amount", fn="script_main.parse_amount"),
     ]
+    # The four calls inside the backfill were nested attempts: skipped, the exception passed through.
+    assert flows.skipped() == {"nested": 4}
 
 
 def check_background_loop(flows: HudFlows) -> None:
@@ -372,7 +375,7 @@ SCRIPT_FLOWS = {
     "manual_queue_start_end": {"orders"},
     "manual_start_end": {"cleanup-expired-sessions"},
     "rabbitmq_consumer": {"emails"},
-    "script_main": {"backfill-invoices"},
+    "script_main": {"backfill-invoices", "parse-amount"},
     "sqs_consumer": {"orders"},
 }
 
