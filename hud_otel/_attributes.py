@@ -38,6 +38,8 @@ METRIC_DURATION: Final = "hud.flow.duration"
 METRIC_E2E_DURATION: Final = "hud.flow.e2e_duration"
 METRIC_MESSAGES: Final = "hud.flow.messages"
 METRIC_SKIPPED: Final = "hud.flow.skipped"
+# Spans the export pipeline could not deliver (attribute "reason": one of the DROP_* values below).
+METRIC_EXPORT_DROPPED: Final = "hud.export.dropped"
 SKIP_REASON: Final = "reason"
 
 # Skip reasons (attribute "reason" of hud.flow.skipped).
@@ -46,6 +48,10 @@ REASON_NAME_CAP: Final = "name_cap"
 REASON_NESTED: Final = "nested"
 REASON_IN_REQUEST: Final = "in_request"
 REASON_CLOCK_SKEW: Final = "clock_skew"
+
+# Drop reasons (attribute "reason" of hud.export.dropped).
+DROP_QUEUE_FULL: Final = "queue_full"
+DROP_EXPORT_FAILED: Final = "export_failed"
 
 # Limits.
 MAX_NAME_LENGTH: Final = 256
