@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 class Instruments:
     """The four flow metrics, with the attribute sets cached so the hot path allocates nothing."""
 
-    __slots__ = ("_skip_attrs", "duration", "e2e_duration", "messages", "skipped")
+    __slots__ = ("_drop_attrs", "_skip_attrs", "dropped", "duration", "e2e_duration", "messages", "skipped")
 
     def __init__(self, meter: Meter) -> None:
         self.duration: Histogram = meter.create_histogram(
@@ -43,13 +43,25 @@ class Instruments:
         self.skipped: Counter = meter.create_counter(
             A.METRIC_SKIPPED, unit="{flow}", description="Flows not recorded, by reason"
         )
+        self.dropped: Counter = meter.create_counter(
+            A.METRIC_EXPORT_DROPPED,
+            unit="{span}",
+            description="Spans the export could not deliver, by reason",
+        )
+        self._drop_attrs = {
+            reason: {A.SKIP_REASON: reason} for reason in (A.DROP_QUEUE_FULL, A.DROP_EXPORT_FAILED)
+        }
         # Aggregated per attribute set on the hot path, handed to the SDK when a reader collects.
         hook = FlowMetrics(meter)
         self.duration = hook.wrap(self.duration, True)
         self.e2e_duration = hook.wrap(self.e2e_duration, True)
         self.messages = hook.wrap(self.messages, False)
         self.skipped = hook.wrap(self.skipped, False)
+        self.dropped = hook.wrap(self.dropped, False)
         self._skip_attrs: dict[str, dict[str, str]] = {}
+
+    def count_drop(self, reason: str, spans: int) -> None:
+        self.dropped.add(spans, self._drop_attrs[reason])
 
     def count_skip(self, reason: str) -> None:
         attrs = self._skip_attrs.get(reason)
