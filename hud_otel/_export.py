@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Optional, TypeVar
@@ -37,6 +38,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from . import _attributes as A
 from ._config import PROTOCOL_GRPC, Settings
 from ._guard import logger, warn_once
+from ._state import STATE
 from ._version import __version__
 
 # Always sent, so that the gRPC exporter never falls back to OTEL_EXPORTER_OTLP_HEADERS (it reads them
@@ -159,7 +161,14 @@ class ForkSafeSpanExporter(SpanExporter):
         self._inner = _PerProcess(make)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self._inner.get().export(spans)
+        try:
+            result = self._inner.get().export(spans)
+        except Exception:
+            report_drop(A.DROP_EXPORT_FAILED, len(spans))
+            raise
+        if result is not SpanExportResult.SUCCESS:  # the exporter has retried as long as it may
+            report_drop(A.DROP_EXPORT_FAILED, len(spans))
+        return result
 
     def shutdown(self) -> None:
         inner = self._inner.mine()
@@ -234,8 +243,50 @@ class FlowExportProcessor(SpanProcessor):
         return bool(self._inner.force_flush(timeout_millis))
 
 
+def report_drop(reason: str, spans: int) -> None:
+    """Count spans the export could not deliver (``hud.export.dropped``) and say so once a process."""
+    rt = STATE.runtime
+    if rt is not None:
+        rt.instruments.count_drop(reason, spans)
+    warn_once(
+        "export_dropped",
+        "hud_otel: the backend is not taking spans (%s); they are dropped and counted in %s (said once; "
+        "delivery resumes when the backend is back)",
+        reason,
+        A.METRIC_EXPORT_DROPPED,
+    )
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch processor, except that a span finding the queue full is dropped here: counted and
+    reported once, where the SDK would build a log record for each one, a cost the application would pay
+    on every flow while the backend is away."""
+
+    def __init__(self, exporter: SpanExporter, max_queue_size: int, max_export_batch_size: int) -> None:
+        super().__init__(exporter, max_queue_size=max_queue_size, max_export_batch_size=max_export_batch_size)
+        inner = getattr(self, "_batch_processor", self)  # SDK 1.33+; before, the processor itself
+        queue = getattr(inner, "_queue", None)
+        if queue is None:
+            queue = getattr(inner, "queue", None)
+        self._hud_queue: Optional[deque[Any]] = queue if isinstance(queue, deque) else None
+        self._hud_capacity = max_queue_size
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = self._hud_queue
+        if queue is not None and len(queue) >= self._hud_capacity:
+            ctx = span.context
+            if ctx is not None and ctx.trace_flags.sampled:
+                # As the SDK does, the oldest span makes room: after an outage the newest data goes first.
+                try:
+                    queue.pop()
+                except IndexError:  # the worker took it meanwhile
+                    pass
+                report_drop(A.DROP_QUEUE_FULL, 1)
+        super().on_end(span)
+
+
 def _span_batch(settings: Settings) -> BatchSpanProcessor:
-    return BatchSpanProcessor(
+    return CountingBatchSpanProcessor(
         ForkSafeSpanExporter(lambda: make_span_exporter(settings)),
         max_queue_size=settings.max_queue_size,
         max_export_batch_size=min(_DEFAULT_BATCH_SIZE, settings.max_queue_size),
