@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import logging
 import math
 import os
 import sys
@@ -805,3 +806,91 @@ def test_decorator_queue_argument_warning_takes_any_name(hud_flows):
         assert [len(str(w.message)) < 300 for w in caught] == [True]
     # The unhashable str subclass is a valid name: its flow is recorded under the plain string.
     assert [(f.name, type(f.span.attributes[A.FLOW_NAME])) for f in hud_flows.flows()] == [("orders", str)]
+
+
+# -- configuration: the key-handling rules of CONTRACT section 4, fuzzed --------------------------
+
+_KEYS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=12, max_size=24).map(
+    lambda t: "sk-" + t
+)
+_HOSTS = st.sampled_from(
+    ["127.0.0.1", "localhost", "[::1]", "api.hud.example.com", "10.0.0.7", "collector", "app.localhost"]
+)
+_ENDPOINTS = st.one_of(
+    st.builds(
+        lambda scheme, host, port: f"{scheme}{host}{port}",
+        st.sampled_from(["http://", "https://", "", "grpc://", "HTTP://"]),
+        _HOSTS,
+        st.sampled_from(["", ":4317", ":4318", ":0", ":99999", ":x"]),
+    ),
+    TEXT,
+    ANYTHING,
+)
+_ARGUMENT_VALUES = {
+    "service": st.one_of(TEXT, ANYTHING),
+    "endpoint": _ENDPOINTS,
+    "protocol": st.one_of(st.sampled_from(["grpc", "http/protobuf", "http/json", "HTTP/PROTOBUF"]), ANYTHING),
+    "headers": st.one_of(st.dictionaries(st.text(max_size=10), st.text(max_size=10), max_size=3), ANYTHING),
+    "insecure": st.one_of(st.booleans(), ANYTHING),
+    "max_flow_names": st.one_of(NUMBERS, ANYTHING),
+    "max_queue_size": st.one_of(NUMBERS, ANYTHING),
+    "export_timeout_s": st.one_of(NUMBERS, ANYTHING),
+    "metric_interval_s": st.one_of(NUMBERS, ANYTHING),
+    "exit_timeout_s": st.one_of(NUMBERS, ANYTHING),
+    "disabled": st.one_of(st.booleans(), ANYTHING),
+}
+_ENV_VALUES = st.fixed_dictionaries(
+    {},
+    optional={
+        "HUD_OTEL_ENDPOINT": _ENDPOINTS.filter(lambda v: isinstance(v, str)),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": _ENDPOINTS.filter(lambda v: isinstance(v, str)),
+        "HUD_OTEL_INSECURE": st.sampled_from(["true", "false", "1", "maybe", ""]),
+        "HUD_OTEL_PROTOCOL": st.sampled_from(["grpc", "http/protobuf", "bogus"]),
+        "OTEL_EXPORTER_OTLP_HEADERS": st.just("x-user-pipeline=user-secret-77"),
+        "HUD_OTEL_MAX_QUEUE_SIZE": st.sampled_from(["0", "-3", "12", "1e9", "lots"]),
+    },
+)
+
+
+def test_configuration_keeps_the_key_rules_under_any_input(caplog):
+    """``register()``'s settings resolved from arbitrary arguments and variables (an API key included):
+    only ``TypeError``/``ValueError`` for invalid explicit arguments; the key never shows in a log line
+    or the settings' ``repr``; it travels only as the authorization header; never in plain text to a
+    host that is not loopback unless insecure is set (explicitly: refused with ValueError; from
+    variables: nothing exported); the user's pipeline headers never reach a separately set endpoint."""
+    from hud_otel._config import API_KEY_HEADER, endpoint_host, is_loopback, resolve
+
+    @_PROFILE
+    @given(
+        key=_KEYS,
+        key_from_env=st.booleans(),
+        arguments=st.fixed_dictionaries({}, optional=_ARGUMENT_VALUES),
+        env=_ENV_VALUES,
+    )
+    def check(key: str, key_from_env: bool, arguments: dict[str, Any], env: dict[str, str]) -> None:
+        arguments = dict(arguments)
+        env = dict(env)
+        if key_from_env:
+            env["HUD_OTEL_API_KEY"] = key
+        else:
+            arguments["api_key"] = key
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG):
+            try:
+                settings = resolve(arguments, env)
+            except (TypeError, ValueError) as exc:
+                assert key not in str(exc)
+                settings = None
+        assert key not in caplog.text
+        if settings is None:
+            return
+        assert key not in repr(settings)
+        headers = settings.export_headers()
+        assert headers.get(API_KEY_HEADER) == f"Bearer {key}"
+        assert [name for name, value in headers.items() if key in value] == [API_KEY_HEADER]
+        if settings.hud_endpoint:
+            assert "user-secret-77" not in str(headers)
+        if settings.plaintext and not settings.insecure and settings.refused is None:
+            assert is_loopback(endpoint_host(settings.endpoint)), settings.endpoint
+
+    check()
