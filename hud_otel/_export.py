@@ -14,7 +14,9 @@ run on a helper thread that the caller waits for at most ``timeout_s``.
 from __future__ import annotations
 
 import os
+import socket
 import threading
+import urllib.parse
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -159,8 +161,21 @@ class ForkSafeSpanExporter(SpanExporter):
 
     def __init__(self, make: Callable[[], SpanExporter]) -> None:
         self._inner = _PerProcess(make)
+        self._abandoned = False
+
+    def abandon(self) -> None:
+        """Stop for good now, cutting short any export retrying against a backend that is not there."""
+        self._abandoned = True
+        inner = self._inner.mine()
+        if inner is not None:
+            inner.shutdown()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._abandoned:  # already said: nothing listens at the endpoint
+            rt = STATE.runtime
+            if rt is not None:
+                rt.instruments.count_drop(A.DROP_EXPORT_FAILED, len(spans))
+            return SpanExportResult.FAILURE
         try:
             result = self._inner.get().export(spans)
         except Exception:
@@ -172,7 +187,7 @@ class ForkSafeSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         inner = self._inner.mine()
-        if inner is not None:
+        if inner is not None and not self._abandoned:
             inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -186,6 +201,7 @@ class ForkSafeMetricExporter(MetricExporter):
     def __init__(self, make: Callable[[], MetricExporter], scope: Optional[str] = None) -> None:
         self._inner = _PerProcess(make)
         self._scope = scope
+        self._abandoned = False
         first = self._inner.get()
         super().__init__(
             preferred_temporality=getattr(first, "_preferred_temporality", None),
@@ -195,6 +211,8 @@ class ForkSafeMetricExporter(MetricExporter):
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
+        if self._abandoned:
+            return MetricExportResult.FAILURE
         if self._scope is not None:
             metrics_data = _only_scope(metrics_data, self._scope)
             if not metrics_data.resource_metrics:
@@ -204,9 +222,16 @@ class ForkSafeMetricExporter(MetricExporter):
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return True
 
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+    def abandon(self) -> None:
+        """Stop for good now, cutting short any export retrying against a backend that is not there."""
+        self._abandoned = True
         inner = self._inner.mine()
         if inner is not None:
+            inner.shutdown()
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        inner = self._inner.mine()
+        if inner is not None and not self._abandoned:
             inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
@@ -285,17 +310,21 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         super().on_end(span)
 
 
-def _span_batch(settings: Settings) -> BatchSpanProcessor:
+def _span_batch(settings: Settings, exporters: list[Any]) -> BatchSpanProcessor:
+    exporter = ForkSafeSpanExporter(lambda: make_span_exporter(settings))
+    exporters.append(exporter)
     return CountingBatchSpanProcessor(
-        ForkSafeSpanExporter(lambda: make_span_exporter(settings)),
+        exporter,
         max_queue_size=settings.max_queue_size,
         max_export_batch_size=min(_DEFAULT_BATCH_SIZE, settings.max_queue_size),
     )
 
 
-def _metric_reader(settings: Settings, scope: Optional[str] = None) -> MetricReader:
+def _metric_reader(settings: Settings, exporters: list[Any], scope: Optional[str] = None) -> MetricReader:
+    exporter = ForkSafeMetricExporter(lambda: make_metric_exporter(settings), scope)
+    exporters.append(exporter)
     return PeriodicExportingMetricReader(
-        ForkSafeMetricExporter(lambda: make_metric_exporter(settings), scope),
+        exporter,
         export_interval_millis=settings.metric_interval_s * 1000,
         export_timeout_millis=settings.export_timeout_s * 1000,
     )
@@ -315,6 +344,9 @@ class Pipeline:
     # Shut down by shutdown() and at exit: what hud_otel built or added.
     closables: list[Any] = field(default_factory=list)
     exit_timeout_s: float = 3.0
+    # The OTLP exporters hud_otel made, and where they send.
+    exporters: list[Any] = field(default_factory=list)
+    endpoint: Optional[str] = None
 
     def flush(self, timeout_s: float) -> bool:
         """Export what is pending; True if it all went within ``timeout_s``."""
@@ -327,6 +359,7 @@ class Pipeline:
     def close(self, timeout_s: float) -> bool:
         """Flush, then shut down what hud_otel owns, all within ``timeout_s``; True if it finished."""
         millis = max(1, int(timeout_s * 1000))
+        self._give_up_if_nothing_listens(timeout_s)
 
         def close_all() -> bool:
             for part in self.flushables:
@@ -337,6 +370,50 @@ class Pipeline:
             return True
 
         return run_bounded(close_all, timeout_s)
+
+    def _give_up_if_nothing_listens(self, timeout_s: float) -> None:
+        """A script run with no collector would spend the whole exit timeout in export retries: when the
+        endpoint refuses connections (or its host does not resolve), drop what is pending at once."""
+        if not self.exporters or self.endpoint is None:
+            return
+        where = _refused(self.endpoint, min(0.5, timeout_s))
+        if where is None:
+            return
+        logger.warning(
+            "hud_otel: nothing accepts connections at %s; flows still pending at shutdown are dropped "
+            "(counted in %s) instead of retrying for up to %.1f s",
+            where,
+            A.METRIC_EXPORT_DROPPED,
+            timeout_s,
+        )
+        for exporter in self.exporters:
+            _quietly(exporter.abandon)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _refused(endpoint: str, timeout_s: float) -> Optional[str]:
+    """``host:port`` of ``endpoint`` if a TCP connection to it is refused or its host does not resolve.
+
+    A slow or silent host is not judged here (None): the bounded flush deals with it.
+    """
+    url = endpoint if "://" in endpoint else "//" + endpoint
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme.lower(), 4317)
+    except ValueError:
+        return None
+    if not host:
+        return None
+    where = f"{host}:{port}"
+    try:
+        socket.create_connection((host, port), timeout=max(timeout_s, 0.01)).close()
+    except (ConnectionRefusedError, socket.gaierror):
+        return where
+    except OSError:
+        return None
+    return None
 
 
 def _quietly(call: Callable[..., Any], *args: Any) -> None:
@@ -380,15 +457,16 @@ def build(
     mp = meter_provider if meter_provider is not None else _global_sdk_meter_provider()
     resource = _resource(settings) if tp is None or mp is None else None
     closables: list[Any] = []
+    exporters: list[Any] = []
 
     if tp is None:
         tp = TracerProvider(resource=resource, shutdown_on_exit=False)
         if export:
-            tp.add_span_processor(_span_batch(settings))
+            tp.add_span_processor(_span_batch(settings, exporters))
         _install_tracer_provider(tp)
         closables.append(tp)
     elif separate:
-        processor = FlowExportProcessor(_span_batch(settings))
+        processor = FlowExportProcessor(_span_batch(settings, exporters))
         tp.add_span_processor(processor)
         closables.append(processor)
     elif settings.api_key and export:
@@ -401,7 +479,7 @@ def build(
     flushables: list[Any] = [tp, mp]
     if mp is None:
         mp = MeterProvider(
-            metric_readers=[_metric_reader(settings)] if export else [],
+            metric_readers=[_metric_reader(settings, exporters)] if export else [],
             resource=resource,
             shutdown_on_exit=False,
         )
@@ -409,7 +487,7 @@ def build(
         flushables[1] = mp
         closables.append(mp)
     elif separate:
-        reader = _metric_reader(settings, scope=A.METER_NAME)
+        reader = _metric_reader(settings, exporters, scope=A.METER_NAME)
         add = getattr(mp, "add_metric_reader", None)
         if add is not None:
             # Shut down, never removed: the SDK's remove_metric_reader drops the reader's last collection.
@@ -428,6 +506,8 @@ def build(
         flushables=flushables,
         closables=closables,
         exit_timeout_s=settings.exit_timeout_s,
+        exporters=exporters,
+        endpoint=settings.endpoint if exporters else None,
     )
 
 
