@@ -194,6 +194,8 @@ def _flush_at_exit() -> None:
     rt = STATE.runtime
     if rt is None or rt.pipeline is None:
         return
+    with internal_guard:
+        _end_flows_left_open()
     try:
         if not rt.pipeline.close(rt.pipeline.exit_timeout_s):
             logger.warning(
@@ -202,6 +204,28 @@ def _flush_at_exit() -> None:
             )
     except Exception:
         logger.debug("hud_otel: the flush at exit failed", exc_info=True)
+
+
+def _end_flows_left_open() -> None:
+    """A script that dies between ``start_flow`` and ``end_flow`` (no ``finally``) would lose that flow:
+    end the flows still open in this context, failed with the exception that killed the process if one
+    did (the interpreter keeps it in ``sys.last_value``), successful otherwise."""
+    import sys
+
+    from ._invocation import _FRAME, finish
+
+    fatal = getattr(sys, "last_value", None)
+    frame = _FRAME.get()
+    while frame is not None:
+        inv = frame.invocation
+        if inv is not None and not inv.ended:
+            warn_once(
+                ("open_at_exit", inv.name),
+                "hud_otel: flow %r was still open at exit (start_flow without end_flow); it is ended now",
+                inv.name,
+            )
+            finish(inv, fatal if isinstance(fatal, BaseException) else None)
+        frame = frame.parent
 
 
 def _after_multiprocessing_fork(_owner: object) -> None:

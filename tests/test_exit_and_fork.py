@@ -109,6 +109,43 @@ def test_a_script_dying_of_an_unhandled_exception_sends_the_failed_flow(receiver
     )
 
 
+def test_a_start_flow_left_open_by_a_crash_ends_failed_at_exit_and_arrives(receiver):
+    """start_flow with no try/finally, then an unhandled exception: the flow is not lost; it ends at exit,
+    failed with the exception that killed the script, and a one-time warning names it."""
+    done = run_script(
+        script(
+            """
+            hud_otel.start_flow("nightly-import")
+            hud_otel.set_context(rows=3)
+            raise ConnectionError("db gone")
+            """
+        ),
+        env_for(receiver),
+    )
+    assert done.returncode == 1 and "ConnectionError: db gone" in done.stderr
+    assert "flow 'nightly-import' was still open at exit" in done.stderr
+    (span,) = receiver.wait_for_spans(1)
+    assert (
+        span.name,
+        span.attributes["hud.flow.outcome"],
+        span.attributes["hud.flow.error"],
+        span.attributes["hud.context.rows"],
+        [e.name for e in span.events],
+    ) == ("nightly-import", "failure", "ConnectionError", 3, ["exception"])
+
+
+def test_a_start_flow_left_open_at_a_normal_exit_ends_successfully_at_exit(receiver):
+    """A script that forgets end_flow and ends normally: its flow arrives, successful."""
+    done = run_script(script('hud_otel.start_flow("forgot-end")\n'), env_for(receiver))
+    assert done.returncode == 0, done.stderr
+    (span,) = receiver.wait_for_spans(1)
+    assert (span.name, span.attributes["hud.flow.outcome"], span.status_code) == (
+        "forgot-end",
+        "success",
+        "UNSET",
+    )
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_child_made_by_os_fork_exports_its_own_flow(receiver, protocol):
     """After os.fork() the child's flow is sent by the child (over a connection of its own); the parent's too."""
