@@ -38,6 +38,10 @@ from hud_otel import _attributes as A
 from hud_otel._invocation import _FRAME
 from hud_otel.testing import HudFlows, capture_flows
 
+# Fuzzed decorators with queue arguments warn at decoration time, as they should; thousands of examples
+# would bury the run's output in those expected warnings.
+pytestmark = pytest.mark.filterwarnings("ignore:hud_otel.*:UserWarning")
+
 _CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _EXAMPLES = int(os.environ.get("HUD_OTEL_FUZZ_EXAMPLES", "1000" if _CI else "100"))
 
