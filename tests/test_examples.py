@@ -331,6 +331,36 @@ def test_example_main_exports_its_flows(stem, hud_flows):
     """Each example's main(), run under the hud_flows fixture, exports exactly the flows it promises."""
     run_main(stem)
     CHECKS[stem](hud_flows)
+    assert_metrics_match_flows(hud_flows)
+
+
+def assert_metrics_match_flows(flows: HudFlows) -> None:
+    """hud.flow.duration counts exactly the exported flows, by name, type, framework, outcome and error;
+    hud.flow.e2e_duration counts the queue flows with a queue wait."""
+    by_labels: dict[tuple[tuple[str, Any], ...], int] = {}
+    waits: dict[tuple[tuple[str, Any], ...], int] = {}
+    for flow in flows.flows():
+        labels = {
+            "hud.flow.name": flow.name,
+            "hud.flow_type": flow.flow_type,
+            "hud.framework": flow.framework,
+            "hud.flow.outcome": flow.outcome,
+        }
+        if flow.error is not None:
+            labels["error.type"] = flow.error
+        key = tuple(sorted(labels.items()))
+        by_labels[key] = by_labels.get(key, 0) + 1
+        if flow.e2e_duration_ms is not None:
+            base = tuple(
+                sorted(
+                    (k, v)
+                    for k, v in labels.items()
+                    if k in ("hud.flow.name", "hud.flow_type", "hud.framework")
+                )
+            )
+            waits[base] = waits.get(base, 0) + 1
+    assert points(flows, "hud.flow.duration") == by_labels
+    assert points(flows, "hud.flow.e2e_duration") == waits
 
 
 @pytest.mark.hud_flows(global_providers=True)
