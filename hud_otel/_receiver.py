@@ -38,6 +38,7 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
+    TypeVar,
     Union,
 )
 
@@ -96,6 +97,9 @@ _HTTP_STATUS_FOR_CODE: Dict[str, int] = {
 
 # --------------------------------------------------------------------------------------------------
 # Records
+
+
+_Record = TypeVar("_Record")
 
 
 @dataclass(frozen=True)
@@ -768,6 +772,41 @@ class OtlpReceiver:
         def matching() -> List[SpanRecord]:
             return [s for s in self._spans if predicate is None or predicate(s)]
 
+        def missing(found: int) -> str:
+            names = sorted({s.name for s in self._spans})
+            return (
+                f"expected {n} span(s) within {timeout}s, got {found} matching; "
+                f"received {len(self._spans)} span(s) named {names}"
+            )
+
+        return self._wait_until(matching, n, timeout, missing)
+
+    def wait_for_metrics(
+        self, name: Optional[str] = None, n: int = 1, timeout: float = 5.0
+    ) -> List[MetricRecord]:
+        """Block until at least ``n`` kept metric records (named ``name`` if given) have arrived and
+        return them all; raise ``TimeoutError`` otherwise."""
+
+        def matching() -> List[MetricRecord]:
+            return [m for m in self._metrics if name is None or m.name == name]
+
+        def missing(found: int) -> str:
+            names = sorted({m.name for m in self._metrics})
+            return (
+                f"expected {n} metric record(s) named {name!r} within {timeout}s, got {found}; "
+                f"received metrics {names}"
+            )
+
+        return self._wait_until(matching, n, timeout, missing)
+
+    def _wait_until(
+        self,
+        matching: Callable[[], List[_Record]],
+        n: int,
+        timeout: float,
+        missing: Callable[[int], str],
+    ) -> List[_Record]:
+        """Wait on the store's condition until ``matching()`` has ``n`` records, at most ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -776,31 +815,7 @@ class OtlpReceiver:
                     return found
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    names = sorted({s.name for s in self._spans})
-                    raise TimeoutError(
-                        f"expected {n} span(s) within {timeout}s, got {len(found)} matching; "
-                        f"received {len(self._spans)} span(s) named {names}"
-                    )
-                self._cond.wait(remaining)
-
-    def wait_for_metrics(
-        self, name: Optional[str] = None, n: int = 1, timeout: float = 5.0
-    ) -> List[MetricRecord]:
-        """Block until at least ``n`` kept metric records (named ``name`` if given) have arrived and
-        return them all; raise ``TimeoutError`` otherwise."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = [m for m in self._metrics if name is None or m.name == name]
-                if len(found) >= n:
-                    return found
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    names = sorted({m.name for m in self._metrics})
-                    raise TimeoutError(
-                        f"expected {n} metric record(s) named {name!r} within {timeout}s, got "
-                        f"{len(found)}; received metrics {names}"
-                    )
+                    raise TimeoutError(missing(len(found)))
                 self._cond.wait(remaining)
 
     def wait_for_requests(
