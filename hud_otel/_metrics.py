@@ -136,9 +136,19 @@ class _Aggregated:
 _LIVE: weakref.WeakSet[_Aggregated] = weakref.WeakSet()
 
 
+_LIVE_HOOKS: weakref.WeakSet[FlowMetrics] = weakref.WeakSet()
+
+
 def _new_locks_after_fork() -> None:
     for agg in list(_LIVE):
         agg._lock = threading.Lock()
+    # What the parent recorded is the parent's to export: a child that kept it would report those flows a
+    # second time (cumulative totals counting the parent's flows, or its pending cells re-sent).
+    for hook in list(_LIVE_HOOKS):
+        try:
+            hook.forget_parent()
+        except Exception:  # the child's flows matter more than a clean slate
+            logger.debug("hud_otel: could not reset flow metrics in a forked child", exc_info=True)
 
 
 if hasattr(os, "register_at_fork"):
@@ -172,6 +182,7 @@ class FlowMetrics:
         self._instruments: list[_Aggregated] = []
         self._collect_lock = threading.Lock()
         self._hooked = False
+        _LIVE_HOOKS.add(self)
 
     def wrap(self, sdk: Any, is_histogram: bool, proven: Optional[bool] = None) -> Any:
         """The aggregated twin of ``sdk``, or ``sdk`` itself where merging is not proven to work."""
@@ -192,6 +203,19 @@ class FlowMetrics:
                 "hud_otel.internal.collect", callbacks=[self._on_collect], unit="1"
             )
         return agg
+
+    def forget_parent(self) -> None:
+        """In a forked child: drop the cells and the SDK aggregations the parent process recorded."""
+        self._collect_lock = threading.Lock()  # a collecting thread of the parent may have held it
+        consumer = self._consumer
+        for agg in self._instruments:
+            agg.take()
+            if consumer is None or not agg.active:
+                continue
+            for storage in list(consumer._reader_storages.values()):
+                for vim in storage._get_or_init_view_instrument_match(agg._sdk):
+                    vim._lock = threading.Lock()
+                    vim._attributes_aggregation.clear()
 
     def _on_collect(self, _options: Any) -> list[Observation]:
         with internal_guard:

@@ -134,6 +134,31 @@ def test_a_start_flow_left_open_by_a_crash_ends_failed_at_exit_and_arrives(recei
     ) == ("nightly-import", "failure", "ConnectionError", 3, ["exception"])
 
 
+def test_a_forked_child_reports_only_its_own_flows_in_the_metrics(receiver):
+    """Five flows before os.fork, one in the child: the child's hud.flow.duration counts 1, the parent's 5;
+    the child never re-reports what the parent recorded."""
+    done = run_script(
+        script(
+            """
+            for i in range(5):
+                with hud_otel.sync_flow("job"):
+                    pass
+            pid = os.fork()
+            if pid == 0:
+                with hud_otel.sync_flow("job"):
+                    pass
+                hud_otel.shutdown()
+                os._exit(0)
+            os.waitpid(pid, 0)
+            """
+        ),
+        env_for(receiver),
+    )
+    assert done.returncode == 0, done.stderr
+    records = receiver.wait_for_metrics("hud.flow.duration", n=2)
+    assert sorted(point.count for record in records for point in record.data_points) == [1, 5]
+
+
 def test_a_start_flow_left_open_at_a_normal_exit_ends_successfully_at_exit(receiver):
     """A script that forgets end_flow and ends normally: its flow arrives, successful."""
     done = run_script(script('hud_otel.start_flow("forgot-end")\n'), env_for(receiver))
