@@ -75,11 +75,17 @@ def _read_flag(text: str) -> bool:
     raise _Invalid("must be true or false")
 
 
+_MAX_COUNT = 2**31 - 1
+_MAX_SECONDS = 86_400  # a day: no export, interval or exit wait is meant to be longer
+
+
 def _positive_int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"must be an int, not {type(value).__name__}")
     if value < 1:
         raise _Invalid("must be at least 1")
+    if value > _MAX_COUNT:
+        raise _Invalid(f"must be at most {_MAX_COUNT}")
     return value
 
 
@@ -93,8 +99,9 @@ def _read_positive_int(text: str) -> int:
 def _seconds(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"must be a number of seconds, not {type(value).__name__}")
-    if not 0 < value < float("inf"):
-        raise _Invalid("must be a positive, finite number of seconds")
+    if not 0 < value <= _MAX_SECONDS:
+        # The bound also keeps huge values away from timers, gRPC deadlines and float conversion.
+        raise _Invalid(f"must be a positive number of seconds, at most {_MAX_SECONDS}")
     return float(value)
 
 

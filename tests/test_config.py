@@ -131,6 +131,11 @@ def test_an_endpoint_variable_that_does_not_fit_the_protocol_falls_back():
         ({"max_queue_size": 1.5}, TypeError),
         ({"exit_timeout_s": 0}, ValueError),
         ({"export_timeout_s": float("nan")}, ValueError),
+        # Found by the fuzzer: an int too large for a float, and timeouts no timer or deadline can take.
+        ({"export_timeout_s": 10**400}, ValueError),
+        ({"exit_timeout_s": 1e300}, ValueError),
+        ({"metric_interval_s": 86_401}, ValueError),
+        ({"max_queue_size": 10**30}, ValueError),
         ({"api_key": 123}, TypeError),
         ({"service": "  "}, ValueError),
     ],
