@@ -15,6 +15,7 @@ from typing import Any, Optional, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from . import _attributes as A
@@ -292,13 +293,14 @@ def definition_for(rt: Runtime, name: object, flow_type: object, framework: obje
 # -- start and end -------------------------------------------------------------------------------
 
 
-def push(frame: Frame) -> None:
+def push(frame: Frame, current: Optional[Context] = None) -> None:
+    """Activate ``frame`` in this context; ``current`` is the OpenTelemetry context, when already known."""
     frame.token = _FRAME.set(frame)
     inv = frame.invocation
     if inv is not None:
-        frame.otel_token = otel_context.attach(
-            trace.set_span_in_context(inv.span, otel_context.get_current())
-        )
+        if current is None:
+            current = otel_context.get_current()
+        frame.otel_token = otel_context.attach(trace.set_span_in_context(inv.span, current))
 
 
 def pop(frame: Frame, exc: Optional[BaseException] = None) -> None:
@@ -309,11 +311,12 @@ def pop(frame: Frame, exc: Optional[BaseException] = None) -> None:
     a flow such a frame started ends here, with ``exc``, as the block that contained it does, instead
     of staying open and active forever.
     """
-    for above in _frames_above(frame):
-        _pop_one(above)
-        inv = above.invocation
-        if inv is not None and not inv.ended:
-            finish(inv, exc)
+    if _FRAME.get() is not frame:  # the common case, a frame on top, needs no walk
+        for above in _frames_above(frame):
+            _pop_one(above)
+            inv = above.invocation
+            if inv is not None and not inv.ended:
+                finish(inv, exc)
     _pop_one(frame)
 
 
@@ -357,30 +360,34 @@ def enter(
         if parent is not None:
             target = parent.target
             if target is not None and not target.ended:
-                rt.count_skip(A.REASON_NESTED if target.is_flow else A.REASON_IN_REQUEST)
-                frame = Frame(owner, target, None, parent)
-                if activate:
-                    push(frame)
-                return frame
+                return _skipped(rt, owner, target, parent, activate)
         definition = source.resolve(rt)
-        if definition is None:
-            frame = Frame(owner, None, None, parent)
-            if activate:
-                push(frame)
-            return frame
-        current = trace.get_current_span()
+        if definition is None:  # the reason is counted by resolve()
+            return _skipped(None, owner, None, parent, activate)
+        context = otel_context.get_current()
+        current = trace.get_current_span(context)
         entry = entry_of(current)
         if entry is not None and not entry.ended:
-            rt.count_skip(A.REASON_NESTED if entry.is_flow else A.REASON_IN_REQUEST)
-            frame = Frame(owner, entry, None, parent)
-            if activate:
-                push(frame)
-            return frame
-        return _start(rt, owner, definition, parent, current, enqueued_at, message_count, activate)
+            return _skipped(rt, owner, entry, parent, activate)
+        return _start(
+            rt, owner, definition, parent, context, current, entry, enqueued_at, message_count, activate
+        )
     except Exception as exc:
         with internal_guard:
             raise exc
         return None
+
+
+def _skipped(
+    rt: Optional[Runtime], owner: object, target: Optional[Entry], parent: Optional[Frame], activate: bool
+) -> Frame:
+    """The frame of a skipped entry: helpers inside it act on ``target``; counted when ``rt`` is given."""
+    if rt is not None and target is not None:
+        rt.count_skip(A.REASON_NESTED if target.is_flow else A.REASON_IN_REQUEST)
+    frame = Frame(owner, target, None, parent)
+    if activate:
+        push(frame)
+    return frame
 
 
 def _start(
@@ -388,7 +395,9 @@ def _start(
     owner: object,
     definition: Definition,
     parent: Optional[Frame],
+    context: Context,
     current: Any,
+    entry: Optional[Entry],
     enqueued_at: object,
     message_count: object,
     activate: bool,
@@ -397,7 +406,7 @@ def _start(
     current_ctx = current.get_span_context()
     if current_ctx.is_valid:
         links = [Link(current_ctx)]
-    ended = parent.target if parent is not None and parent.target is not None else entry_of(current)
+    ended = parent.target if parent is not None and parent.target is not None else entry
     if ended is not None:
         # A task or thread that outlived the flow or request it was started in: link to that flow or
         # request itself, even when the span current here is one of its children.
@@ -436,7 +445,7 @@ def _start(
     attach_entry(span, inv)
     frame = Frame(owner, inv, inv, parent)
     if activate:
-        push(frame)
+        push(frame, context)
     return frame
 
 
