@@ -275,3 +275,25 @@ def test_set_context_on_a_request_span_is_capped_at_64_keys_too():
         context_keys = [k for k in span.attributes if k.startswith("hud.context.")]
         assert len(context_keys) == 64
         assert (span.attributes["hud.flow.error"], span.status.description) == ("Rejected", "too many")
+
+
+def test_a_flow_under_a_remote_parent_from_message_headers_is_a_root_linked_to_it():
+    """A consumer that attaches the context extracted from a message's traceparent: the flow is still a
+    new trace, and carries a link to the remote producer span."""
+    from opentelemetry import context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    with capture_flows() as flows:
+        token = context.attach(TraceContextTextMapPropagator().extract(headers))
+        try:
+            with hud_sdk.sync_flow("orders", flow_type="queue", framework="kafka"):
+                pass
+        finally:
+            context.detach(token)
+        (span,) = flows.spans()
+        assert span.parent is None
+        assert span.context.trace_id != 0x0AF7651916CD43DD8448EB211C80319C
+        assert [
+            (link.context.trace_id, link.context.span_id, link.context.is_remote) for link in span.links
+        ] == [(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True)]
